@@ -1,0 +1,697 @@
+// lariv/lariv.hpp — Lariv, the Linked Atomic Random Insert Vector: a thread-safe, lock-free,
+// growable slot vector. Header-only; needs the C++20 standard library alone.
+//
+// ================================================================================================
+// CONTRACT
+// ================================================================================================
+// Model
+//   A Lariv<T> holds elements in fixed-size buffers of `buffer_capacity` slots. Buffers are
+//   allocated as needed and linked into a directory whose segments are never moved, copied or
+//   reallocated, so an element's address is stable for its whole life, and a lookup reaches its
+//   slot in O(1) (no walk over buffers). Any element can be removed without moving others.
+//   push() returns a 128-bit lariv::Index (see index.hpp): this container's node id and tag, the
+//   slot's generation and the slot number. A slot's generation changes each time the slot is freed,
+//   so an index that outlived its element never reaches a newer one.
+//
+// Per-operation guarantees (all are safe to call from any number of threads at once)
+//   push / emplace / try_push / try_emplace
+//       Lock-free. Allocates only when a new buffer is linked; exactly one thread links each new
+//       buffer and other inserters wait at most for that one allocation. Linearization point: the
+//       release store that makes the slot LIVE. try_* returns std::nullopt when the container is
+//       full and cannot grow (max_buffers reached); push/emplace throw lariv::capacity_error then.
+//       If T's constructor throws, the slot goes back to free and the exception propagates.
+//   get(index)       -> ReadGuard  shared: any number of ReadGuards on one element at once.
+//   get_mut(index)   -> WriteGuard exclusive.
+//       Lock-free when uncontended; they wait (spin, then yield) only while a conflicting guard is
+//       held on the same element (a WriteGuard for get; any guard for get_mut). Empty guard for a
+//       stale, removed, out-of-range, other-node or forged index. While a guard lives, its element
+//       is not destroyed.
+//   remove(index) -> bool
+//       Lock-free, never waits. Of several threads removing (or taking) the same index, exactly
+//       one gets true. If guards are held, the element becomes unreachable at once (new lookups
+//       fail) and its destruction is deferred: the thread that releases the last guard runs ~T.
+//   take(index) -> std::optional<T>
+//       Exactly one of several removers/takers of an index wins. The element becomes unreachable
+//       at once; the taker then waits for guards that were already held to be released, and moves
+//       the value out. (Calling take() while this thread holds a guard on that element deadlocks.)
+//   for_each(f, first_slot = 0)
+//       Visits live elements in slot order, each under a ReadGuard, while others push and remove.
+//       Weakly consistent: an element present for the whole walk is visited exactly once; one
+//       pushed or removed meanwhile may or may not be. f may return bool (false stops the walk).
+//   size() is approximate under concurrency (exact when quiescent); capacity(), node_capacity(),
+//   node_count() are exact snapshots of monotonic values.
+//   The destructor destroys every live element and frees every buffer; it needs quiescence (no
+//   concurrent call, no guard alive).
+//
+// Non-guarantees
+//   - Iteration is not a snapshot; size() is not linearizable.
+//   - Indexes are not ordered by insertion time; slots are reused.
+//   - ABA-safety is bounded: with G generation bits (32 by default), an index could reach a newer
+//     element only after its slot was reused 2^G - 1 times while the index was held.
+//   - Buffers are never freed before the container: memory tracks the peak element count.
+//   - A remover or the last guard holder may run ~T; T's destructor must not throw.
+//
+// Growth policy (the original's "smart insert", made tunable via Options)
+//   A shared sweep cursor walks the ring of buffers handing out claim batches of `claim_batch`
+//   slots; each thread sweeps its own batch and reuses freed slots. At the end of a lap a new
+//   buffer is linked only if fewer than `min_freed_ratio` x capacity slots were freed during the
+//   lap (default 0.3, the original's 30%), or if this push swept two whole laps without finding a
+//   free slot (the ring is full). Otherwise the cursor wraps and a new lap begins.
+//
+// Invariants: I1-I6 of the slot protocol are stated in detail/slot.hpp. Container invariants:
+//   I7  Buffer b is published in the directory ([G1] release) before nbuf_ counts it ([G3]); a
+//       thread that read nbuf_ ([G4] acquire) >= b+1 can use buffer b.
+//   I8  Directory segments and buffers are never moved or freed before the destructor.
+//   I9  Exactly one thread links buffer number n: the one whose CAS set the growing bit on nbuf_
+//       while it held n.
+//   I10 The sweep cursor and the per-lane hints only steer the search; ownership of a slot is
+//       decided by the CAS in slot_protocol::try_claim alone, so stale hints are harmless.
+// ================================================================================================
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include "lariv/detail/backoff.hpp"
+#include "lariv/detail/slot.hpp"
+#include "lariv/index.hpp"
+
+namespace lariv {
+
+/// Construction options. All have defaults; see the growth policy in the contract above.
+struct Options {
+    std::size_t buffer_capacity = 1024;  ///< elements per buffer, >= 1
+    std::size_t max_buffers = 0;         ///< cap on buffers; 0 = as many as 32-bit slots allow
+    std::uint32_t node_id = 0;           ///< stamped in every Index (bits 127..96)
+    std::uint32_t tag = 0;               ///< stamped in every Index (bits 95..64), e.g. boot epoch
+    double min_freed_ratio = 0.3;        ///< growth rule: link when fewer were freed in a lap
+    std::size_t claim_batch = 64;        ///< slots a thread takes from the shared cursor at once
+};
+
+/// Policy parameters, mostly for tests: the atomic template (std::atomic, a relacy adapter, or a
+/// yield-injecting wrapper), the generation width and the number of per-thread lanes.
+struct DefaultTraits {
+    template <class U>
+    using atomic = std::atomic<U>;
+    static constexpr unsigned generation_bits = 32;
+    static constexpr std::size_t lanes = 64;
+};
+
+/// Thrown by push/emplace when the container is full and max_buffers forbids growth.
+class capacity_error : public std::length_error {
+public:
+    using std::length_error::length_error;
+};
+
+namespace detail {
+/// A small per-thread number, assigned on first use, that picks the thread's lane.
+inline std::size_t this_thread_number() noexcept {
+    static std::atomic<std::size_t> next{0};
+    // relaxed: only uniqueness matters, nothing is published with it.
+    thread_local const std::size_t id = next.fetch_add(1, std::memory_order_relaxed);
+    return id;
+}
+}  // namespace detail
+
+template <class T, class Traits = DefaultTraits, class Allocator = std::allocator<T>>
+class Lariv {
+    template <class U>
+    using atomic_t = typename Traits::template atomic<U>;
+    using word_t = detail::word_t;
+    using word_atomic = atomic_t<word_t>;
+    using protocol = detail::slot_protocol<word_atomic, Traits::generation_bits>;
+
+    static_assert(std::is_nothrow_destructible_v<T>, "T's destructor must not throw");
+    static_assert(alignof(T) <= 64, "over-aligned element types are not supported");
+
+    /// Small elements sit beside their slot word (a lookup touches one cache line); large ones
+    /// live apart from the words, so the insertion sweep reads 8 words per cache line.
+    static constexpr bool inline_values = sizeof(T) <= 56;
+
+    struct alignas(64) block {
+        std::byte bytes[64];
+    };
+    using block_alloc = typename std::allocator_traits<Allocator>::template rebind_alloc<block>;
+    using block_traits = std::allocator_traits<block_alloc>;
+    using entry_atomic = atomic_t<std::byte*>;
+    using entry_alloc =
+        typename std::allocator_traits<Allocator>::template rebind_alloc<entry_atomic>;
+    using entry_traits = std::allocator_traits<entry_alloc>;
+
+    static constexpr std::size_t seg0_bits = 6;  // directory segment k holds 64 << k buffers
+    static constexpr std::size_t max_segments = 27;
+    static constexpr std::uint64_t growing_bit = std::uint64_t{1} << 63;
+    static constexpr std::uint64_t max_slots = 0xFFFF'FFFFULL;  // slot numbers are 32 bits
+
+public:
+    using value_type = T;
+    using allocator_type = Allocator;
+
+    /// A guard on one element: shared (ReadGuard, const access) or exclusive (WriteGuard).
+    /// Move-only. Empty when the lookup failed. Releasing the last guard of a removed element
+    /// destroys it. Not thread-safe itself: one guard object belongs to one thread at a time.
+    template <bool Exclusive>
+    class basic_guard {
+    public:
+        using reference = std::conditional_t<Exclusive, T&, const T&>;
+        using pointer = std::conditional_t<Exclusive, T*, const T*>;
+
+        basic_guard() noexcept = default;
+        basic_guard(basic_guard&& o) noexcept
+            : word_(std::exchange(o.word_, nullptr))
+            , value_(std::exchange(o.value_, nullptr)) {}
+        basic_guard& operator=(basic_guard&& o) noexcept {
+            if (this != &o) {
+                reset();
+                word_ = std::exchange(o.word_, nullptr);
+                value_ = std::exchange(o.value_, nullptr);
+            }
+            return *this;
+        }
+        basic_guard(const basic_guard&) = delete;
+        basic_guard& operator=(const basic_guard&) = delete;
+        ~basic_guard() { reset(); }
+
+        explicit operator bool() const noexcept { return word_ != nullptr; }
+        reference operator*() const noexcept { return *value_; }
+        pointer operator->() const noexcept { return value_; }
+        pointer get() const noexcept { return value_; }
+
+        /// Releases the guard now (destroying the element if it was removed and this was the last).
+        void reset() noexcept {
+            if (word_ != nullptr) {
+                if (protocol::unpin(*word_, Exclusive)) {
+                    destroy_slot(*word_, value_);  // I4: the last pin of a DEAD slot destroys
+                }
+                word_ = nullptr;
+                value_ = nullptr;
+            }
+        }
+
+    private:
+        friend class Lariv;
+        basic_guard(word_atomic* w, T* v) noexcept
+            : word_(w)
+            , value_(v) {}
+        word_atomic* word_ = nullptr;
+        T* value_ = nullptr;
+    };
+    using ReadGuard = basic_guard<false>;
+    using WriteGuard = basic_guard<true>;
+
+    /// Creates a container with one buffer. Throws std::invalid_argument for bad options.
+    explicit Lariv(const Options& opt = {}, const Allocator& alloc = Allocator())
+        : blocks_(alloc)
+        , entries_(alloc)
+        , cap_(opt.buffer_capacity)
+        , hi_((std::uint64_t{opt.node_id} << 32) | opt.tag)
+        , batch_(std::max<std::size_t>(1, opt.claim_batch))
+        , min_freed_ratio_(opt.min_freed_ratio) {
+        if (cap_ == 0 || cap_ > (std::size_t{1} << 31)) {
+            throw std::invalid_argument("lariv: buffer_capacity must be in [1, 2^31]");
+        }
+        if (!(opt.min_freed_ratio >= 0.0 && opt.min_freed_ratio <= 1.0)) {
+            throw std::invalid_argument("lariv: min_freed_ratio must be in [0, 1]");
+        }
+        const std::uint64_t dir_limit = (std::uint64_t{1} << (seg0_bits + max_segments)) - 64;
+        max_buffers_ = std::min<std::uint64_t>(max_slots / cap_, dir_limit);
+        if (opt.max_buffers != 0) {
+            max_buffers_ = std::min<std::uint64_t>(max_buffers_, opt.max_buffers);
+        }
+        if (std::has_single_bit(cap_)) {
+            cap_shift_ = static_cast<unsigned>(std::countr_zero(cap_));
+            cap_pow2_ = true;
+        }
+        if constexpr (inline_values) {
+            value_off_ = round_up(sizeof(word_atomic), alignof(T));
+            stride_ = round_up(value_off_ + sizeof(T), std::max(alignof(word_atomic), alignof(T)));
+            buffer_bytes_ = stride_ * cap_;
+        } else {
+            value_off_ = round_up(sizeof(word_atomic) * cap_, 64);
+            stride_ = sizeof(T);
+            buffer_bytes_ = value_off_ + sizeof(T) * cap_;
+        }
+        for (auto& s : segments_) {
+            s.store(nullptr, std::memory_order_relaxed);  // relaxed: not yet shared
+        }
+        link_buffer(0);
+        nbuf_.store(1, std::memory_order_relaxed);  // relaxed: the constructor is not concurrent
+    }
+
+    Lariv(const Lariv&) = delete;
+    Lariv& operator=(const Lariv&) = delete;
+
+    /// Destroys every live element and frees every buffer. Requires quiescence.
+    ~Lariv() {
+        const std::uint64_t count = nbuf_.load(std::memory_order_acquire) & ~growing_bit;
+        for (std::uint64_t b = 0; b < count; ++b) {
+            std::byte* buf = buffer_ptr(b);
+            for (std::size_t off = 0; off < cap_; ++off) {
+                word_atomic& w = word_at(buf, off);
+                const word_t cur = w.load(std::memory_order_acquire);
+                const auto st = detail::slot_word::state(cur);
+                if (st == detail::slot_state::live || st == detail::slot_state::dead) {
+                    std::destroy_at(value_at(buf, off));
+                }
+                std::destroy_at(&w);
+            }
+            block_traits::deallocate(blocks_, reinterpret_cast<block*>(buf), blocks_per_buffer());
+        }
+        for (std::size_t k = 0; k < max_segments; ++k) {
+            entry_atomic* seg = segments_[k].load(std::memory_order_acquire);
+            if (seg != nullptr) {
+                const std::size_t n = std::size_t{64} << k;
+                for (std::size_t i = 0; i < n; ++i) {
+                    std::destroy_at(&seg[i]);
+                }
+                entry_traits::deallocate(entries_, seg, n);
+            }
+        }
+    }
+
+    // --------------------------------------------------------------------------------- insert
+
+    /// Constructs an element in a free slot. Returns its index, or std::nullopt when full and
+    /// max_buffers forbids growth. Thread-safe. Lock-free; allocates only to link a new buffer.
+    template <class... Args>
+    [[nodiscard]] std::optional<Index> try_emplace(Args&&... args) {
+        lane& ln = my_lane();
+        // relaxed: a hint only (I10); the slot CAS decides ownership.
+        const std::uint64_t h = ln.hint.load(std::memory_order_relaxed);
+        std::uint64_t pos = h >> 32;
+        std::uint64_t end = h & 0xFFFF'FFFFULL;
+        std::uint64_t scanned = 0;
+        for (;;) {
+            std::byte* buf = nullptr;
+            std::uint64_t buf_no = ~std::uint64_t{0};
+            for (; pos < end; ++pos, ++scanned) {
+                const auto [b, off] = split(pos);
+                if (b != buf_no) {
+                    buf_no = b;
+                    buf = buffer_ptr(b);
+                    if (buf == nullptr) {  // a hint from another thread, not yet visible here
+                        break;
+                    }
+                }
+                word_atomic& w = word_at(buf, off);
+                const std::uint32_t g = protocol::try_claim(w);
+                if (g == 0) {
+                    continue;
+                }
+                // relaxed: hint only (I10).
+                ln.hint.store(((pos + 1) << 32) | end, std::memory_order_relaxed);
+                T* v = value_at(buf, off);
+                try {
+                    std::construct_at(v, std::forward<Args>(args)...);
+                } catch (...) {
+                    protocol::abandon(w, g);
+                    throw;
+                }
+                protocol::publish(w, g);
+                // relaxed: a statistic for size() and the growth rule, publishes nothing.
+                ln.pushed.fetch_add(1, std::memory_order_relaxed);
+                return Index::make(node_id(), tag(), g, static_cast<std::uint32_t>(pos));
+            }
+            if (!next_batch(pos, end, scanned)) {
+                return std::nullopt;
+            }
+        }
+    }
+
+    /// As try_emplace, but throws lariv::capacity_error when full.
+    template <class... Args>
+    Index emplace(Args&&... args) {
+        if (auto i = try_emplace(std::forward<Args>(args)...)) {
+            return *i;
+        }
+        throw capacity_error("lariv: full (max_buffers reached)");
+    }
+
+    [[nodiscard]] std::optional<Index> try_push(const T& v) { return try_emplace(v); }
+    [[nodiscard]] std::optional<Index> try_push(T&& v) { return try_emplace(std::move(v)); }
+    Index push(const T& v) { return emplace(v); }
+    Index push(T&& v) { return emplace(std::move(v)); }
+
+    // --------------------------------------------------------------------------------- lookup
+
+    /// Shared guard on the element at `i`, or an empty guard if there is none. Thread-safe.
+    /// Lock-free unless a WriteGuard is held on that element, which it waits for.
+    [[nodiscard]] ReadGuard get(Index i) const noexcept {
+        auto [w, v] = resolve(i);
+        if (w != nullptr && pin(*w, i.generation(), false)) {
+            return ReadGuard(w, v);
+        }
+        return {};
+    }
+
+    /// Exclusive guard on the element at `i`, or an empty guard if there is none. Thread-safe.
+    /// Waits while other guards are held on that element.
+    [[nodiscard]] WriteGuard get_mut(Index i) noexcept {
+        auto [w, v] = resolve(i);
+        if (w != nullptr && pin(*w, i.generation(), true)) {
+            return WriteGuard(w, v);
+        }
+        return {};
+    }
+
+    /// True if `i` currently names a live element (a snapshot). Thread-safe. Lock-free.
+    [[nodiscard]] bool contains(Index i) const noexcept {
+        auto [w, v] = resolve(i);
+        if (w == nullptr) {
+            return false;
+        }
+        // relaxed: a snapshot answer; nothing of the value is read.
+        const word_t cur = w->load(std::memory_order_relaxed);
+        return detail::slot_word::gen(cur) == i.generation() &&
+               detail::slot_word::state(cur) == detail::slot_state::live;
+    }
+
+    // --------------------------------------------------------------------------------- remove
+
+    /// Removes the element at `i`. True for exactly one of several concurrent removers/takers.
+    /// Thread-safe. Lock-free; never waits: with guards held, the last guard destroys it.
+    bool remove(Index i) noexcept {
+        auto [w, v] = resolve(i);
+        if (w == nullptr) {
+            return false;
+        }
+        const detail::kill_result r = protocol::try_kill(*w, i.generation(), false);
+        if (!r.won) {
+            return false;
+        }
+        // relaxed: a statistic for size() and the growth rule.
+        my_lane().removed.fetch_add(1, std::memory_order_relaxed);
+        if (r.destroy_now) {
+            destroy_slot(*w, v);
+        }
+        return true;
+    }
+
+    /// Removes the element at `i` and returns it. Exactly one of several concurrent
+    /// removers/takers wins. Thread-safe; waits only for guards held before the take.
+    [[nodiscard]] std::optional<T> take(Index i) {
+        auto [w, v] = resolve(i);
+        if (w == nullptr) {
+            return std::nullopt;
+        }
+        const detail::kill_result r = protocol::try_kill(*w, i.generation(), true);
+        if (!r.won) {
+            return std::nullopt;
+        }
+        my_lane().removed.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+        protocol::wait_sole_pin(*w);
+        ReadGuard own(w, v);  // the taker's pin: its release destroys the moved-from value
+        return std::optional<T>(std::move(*v));
+    }
+
+    // ------------------------------------------------------------------------------ iteration
+
+    /// Calls f(Index, const T&) for live elements in slot order from `first_slot`, each under a
+    /// ReadGuard. If f returns bool, false stops the walk. Weakly consistent (see the contract).
+    /// f must not call take() on the element it is given (its own guard would block the take).
+    template <class F>
+    void for_each(F&& f, std::uint32_t first_slot = 0) const {
+        const std::uint64_t count = nbuf_.load(std::memory_order_acquire) & ~growing_bit;
+        const std::uint64_t total = count * cap_;
+        std::byte* buf = nullptr;
+        std::uint64_t buf_no = ~std::uint64_t{0};
+        for (std::uint64_t s = first_slot; s < total; ++s) {
+            const auto [b, off] = split(s);
+            if (b != buf_no) {
+                buf_no = b;
+                buf = buffer_ptr(b);
+            }
+            word_atomic& w = word_at(buf, off);
+            // relaxed: picks the generation to try; the pin's CAS re-validates it.
+            const word_t cur = w.load(std::memory_order_relaxed);
+            if (detail::slot_word::state(cur) != detail::slot_state::live) {
+                continue;
+            }
+            const std::uint32_t g = detail::slot_word::gen(cur);
+            if (!pin(w, g, false)) {
+                continue;
+            }
+            ReadGuard guard(&w, value_at(buf, off));
+            const Index idx = Index::make(node_id(), tag(), g, static_cast<std::uint32_t>(s));
+            if constexpr (std::is_invocable_r_v<bool, F&, const Index&, const T&>) {
+                if (!f(idx, *guard)) {
+                    return;
+                }
+            } else {
+                f(idx, *guard);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------- figures
+
+    /// Live elements. Approximate while other threads push or remove; exact when quiescent.
+    std::size_t size() const noexcept {
+        std::uint64_t pushed = 0;
+        std::uint64_t removed = 0;
+        for (const lane& l : lanes_) {
+            // relaxed: statistics; see the contract's non-guarantees.
+            pushed += l.pushed.load(std::memory_order_relaxed);
+            removed += l.removed.load(std::memory_order_relaxed);
+        }
+        return pushed > removed ? static_cast<std::size_t>(pushed - removed) : 0;
+    }
+    bool empty() const noexcept { return size() == 0; }
+    /// Slots in all linked buffers.
+    std::size_t capacity() const noexcept { return node_count() * cap_; }
+    /// Slots per buffer.
+    std::size_t node_capacity() const noexcept { return cap_; }
+    /// Linked buffers.
+    std::size_t node_count() const noexcept {
+        // acquire: pairs with [G3]; callers may use the count to reason about buffers.
+        return static_cast<std::size_t>(nbuf_.load(std::memory_order_acquire) & ~growing_bit);
+    }
+    /// The most buffers this container may link.
+    std::size_t max_node_count() const noexcept { return static_cast<std::size_t>(max_buffers_); }
+    std::uint32_t node_id() const noexcept { return static_cast<std::uint32_t>(hi_ >> 32); }
+    std::uint32_t tag() const noexcept { return static_cast<std::uint32_t>(hi_); }
+    /// Bytes of buffer memory per buffer (words + element storage).
+    std::size_t buffer_bytes() const noexcept { return blocks_per_buffer() * sizeof(block); }
+
+private:
+    /// Per-thread state, one cache line each so threads do not share lines.
+    struct alignas(64) lane {
+        atomic_t<std::uint64_t> hint{0};  ///< [pos:32][end:32] of this lane's claim batch (I10)
+        atomic_t<std::uint64_t> pushed{0};
+        atomic_t<std::uint64_t> removed{0};
+    };
+
+    static constexpr std::size_t round_up(std::size_t n, std::size_t a) noexcept {
+        return (n + a - 1) / a * a;
+    }
+    std::size_t blocks_per_buffer() const noexcept { return (buffer_bytes_ + 63) / 64; }
+
+    lane& my_lane() const noexcept { return lanes_[detail::this_thread_number() % Traits::lanes]; }
+
+    struct split_t {
+        std::uint64_t buffer;
+        std::size_t offset;
+    };
+    split_t split(std::uint64_t slot) const noexcept {
+        if (cap_pow2_) {
+            return {slot >> cap_shift_, static_cast<std::size_t>(slot & (cap_ - 1))};
+        }
+        return {slot / cap_, static_cast<std::size_t>(slot % cap_)};
+    }
+
+    word_atomic& word_at(std::byte* buf, std::size_t off) const noexcept {
+        const std::size_t at = inline_values ? off * stride_ : off * sizeof(word_atomic);
+        return *std::launder(reinterpret_cast<word_atomic*>(buf + at));
+    }
+    T* value_at(std::byte* buf, std::size_t off) const noexcept {
+        const std::size_t at = inline_values ? off * stride_ + value_off_ : value_off_ + off * stride_;
+        return reinterpret_cast<T*>(buf + at);
+    }
+
+    /// Buffer number b, or nullptr if it is not (visibly) linked. O(1): two loads.
+    std::byte* buffer_ptr(std::uint64_t b) const noexcept {
+        const std::uint64_t q = b + (std::uint64_t{1} << seg0_bits);
+        const std::size_t k = static_cast<std::size_t>(std::bit_width(q)) - 1 - seg0_bits;
+        if (k >= max_segments) {
+            return nullptr;
+        }
+        // [G2] acquire: pairs with the release store of the segment in link_buffer.
+        entry_atomic* seg = segments_[k].load(std::memory_order_acquire);
+        if (seg == nullptr) {
+            return nullptr;
+        }
+        // [G2] acquire: pairs with [G1]; the buffer's initialised words are visible.
+        return seg[q - (std::uint64_t{1} << (seg0_bits + k))].load(std::memory_order_acquire);
+    }
+
+    struct resolved {
+        word_atomic* word;
+        T* value;
+    };
+    /// Maps an index of this container to its slot; {nullptr, nullptr} for a foreign, null or
+    /// out-of-range index. Generation and state are checked by the caller's CAS (I2).
+    resolved resolve(Index i) const noexcept {
+        if (i.hi != hi_ || i.generation() == 0) {
+            return {nullptr, nullptr};
+        }
+        const auto [b, off] = split(i.slot());
+        std::byte* buf = buffer_ptr(b);
+        if (buf == nullptr) {
+            return {nullptr, nullptr};
+        }
+        return {&word_at(buf, off), value_at(buf, off)};
+    }
+
+    static bool pin(word_atomic& w, std::uint32_t g, bool exclusive) noexcept {
+        detail::backoff bo;
+        for (;;) {
+            switch (protocol::try_pin(w, g, exclusive)) {
+                case detail::pin_result::ok:
+                    return true;
+                case detail::pin_result::absent:
+                    return false;
+                case detail::pin_result::busy:
+                    bo.pause();
+                    break;
+            }
+        }
+    }
+
+    static void destroy_slot(word_atomic& w, T* v) noexcept {
+        std::destroy_at(v);
+        protocol::release_slot(w);
+    }
+
+    std::uint64_t total_removed() const noexcept {
+        std::uint64_t n = 0;
+        for (const lane& l : lanes_) {
+            n += l.removed.load(std::memory_order_relaxed);  // relaxed: growth heuristic input
+        }
+        return n;
+    }
+
+    /// Hands this thread the next claim batch [pos, end). At the end of a lap applies the growth
+    /// policy. Returns false when the ring is full and max_buffers forbids growth.
+    bool next_batch(std::uint64_t& pos_out, std::uint64_t& end_out, std::uint64_t scanned) {
+        for (;;) {
+            // acquire/acq_rel on the cursor: a cursor position past an old ring end is only seen
+            // together with the buffer count that allowed it.
+            std::uint64_t s = sweep_.load(std::memory_order_acquire);
+            // [G4] acquire: pairs with [G3]; buffers below the count are usable (I7).
+            const std::uint64_t count = nbuf_.load(std::memory_order_acquire) & ~growing_bit;
+            const std::uint64_t ring = count * cap_;
+            const std::uint64_t pos = s & 0xFFFF'FFFFULL;
+            const std::uint64_t lap = s >> 32;
+            if (pos < ring) {
+                const std::uint64_t end = std::min<std::uint64_t>(pos + batch_, ring);
+                if (sweep_.compare_exchange_weak(s, (lap << 32) | end, std::memory_order_acq_rel,
+                                                 std::memory_order_relaxed)) {
+                    pos_out = pos;
+                    end_out = end;
+                    return true;
+                }
+                continue;
+            }
+            // End of a lap.
+            const bool ring_full = scanned >= 2 * ring;
+            const auto freed = total_removed() - lap_mark_.load(std::memory_order_relaxed);
+            const auto wanted = static_cast<std::uint64_t>(min_freed_ratio_ * static_cast<double>(ring));
+            if (ring_full || freed < wanted) {
+                if (count < max_buffers_) {
+                    grow(count);
+                    continue;
+                }
+                if (ring_full) {
+                    return false;
+                }
+            }
+            if (sweep_.compare_exchange_strong(s, (lap + 1) << 32, std::memory_order_acq_rel,
+                                               std::memory_order_relaxed)) {
+                // relaxed: heuristic input, read only by the growth rule.
+                lap_mark_.store(total_removed(), std::memory_order_relaxed);
+            }
+        }
+    }
+
+    /// Links buffer number `count` unless another thread did or is doing it (I9). Waits at most
+    /// for that other thread's one allocation.
+    void grow(std::uint64_t count) {
+        std::uint64_t expected = count;
+        // acquire: see the segments the previous grower published before its [G3] release.
+        if (nbuf_.compare_exchange_strong(expected, count | growing_bit, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+            try {
+                link_buffer(count);
+            } catch (...) {
+                nbuf_.store(count, std::memory_order_release);  // give up the growing bit
+                throw;
+            }
+            // [G3] release: buffer `count` is in the directory ([G1]) before it is counted (I7).
+            nbuf_.store(count + 1, std::memory_order_release);
+            return;
+        }
+        detail::backoff bo;
+        // acquire: pairs with [G3] of the thread that is growing.
+        while (nbuf_.load(std::memory_order_acquire) == (count | growing_bit)) {
+            bo.pause();
+        }
+    }
+
+    /// Allocates buffer b, initialises every word FREE with generation 1 and publishes it in the
+    /// directory. Called by the constructor and by the one grower of b (I9).
+    void link_buffer(std::uint64_t b) {
+        const std::uint64_t q = b + (std::uint64_t{1} << seg0_bits);
+        const std::size_t k = static_cast<std::size_t>(std::bit_width(q)) - 1 - seg0_bits;
+        // relaxed: only growers write segments, and they are serialised by the growing bit.
+        entry_atomic* seg = segments_[k].load(std::memory_order_relaxed);
+        if (seg == nullptr) {
+            const std::size_t n = std::size_t{64} << k;
+            seg = entry_traits::allocate(entries_, n);
+            for (std::size_t i = 0; i < n; ++i) {
+                std::construct_at(&seg[i], nullptr);
+            }
+            // release: pairs with [G2]; the nulled entries are visible with the segment.
+            segments_[k].store(seg, std::memory_order_release);
+        }
+        block* mem = block_traits::allocate(blocks_, blocks_per_buffer());
+        auto* buf = reinterpret_cast<std::byte*>(mem);
+        for (std::size_t off = 0; off < cap_; ++off) {
+            const std::size_t at = inline_values ? off * stride_ : off * sizeof(word_atomic);
+            ::new (static_cast<void*>(buf + at))
+                word_atomic(detail::slot_word::make(1, detail::slot_state::free));
+        }
+        // [G1] release: the initialised words are visible to whoever loads the entry ([G2]).
+        seg[q - (std::uint64_t{1} << (seg0_bits + k))].store(buf, std::memory_order_release);
+    }
+
+    [[no_unique_address]] block_alloc blocks_;
+    [[no_unique_address]] entry_alloc entries_;
+    std::size_t cap_;
+    std::uint64_t hi_;  // node id and tag stamped in every index
+    std::size_t batch_;
+    double min_freed_ratio_;
+    std::uint64_t max_buffers_ = 0;
+    unsigned cap_shift_ = 0;
+    bool cap_pow2_ = false;
+    std::size_t value_off_ = 0;
+    std::size_t stride_ = 0;
+    std::size_t buffer_bytes_ = 0;
+
+    mutable atomic_t<entry_atomic*> segments_[max_segments];
+    alignas(64) atomic_t<std::uint64_t> nbuf_{0};       ///< [growing:1][count:63]
+    alignas(64) atomic_t<std::uint64_t> sweep_{0};      ///< [lap:32][pos:32] shared cursor
+    alignas(64) atomic_t<std::uint64_t> lap_mark_{0};   ///< total_removed() at the lap's start
+    mutable lane lanes_[Traits::lanes];
+};
+
+}  // namespace lariv
