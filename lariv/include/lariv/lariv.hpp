@@ -602,23 +602,30 @@ private:
                 }
                 continue;
             }
-            // End of a lap.
+            // End of a lap: apply the growth policy. The decision is acted on only by the thread
+            // whose CAS moves the cursor on from this exact lap end, so a thread with a stale view
+            // (another thread already wrapped and reset lap_mark_) cannot grow by mistake.
             const bool ring_full = scanned >= 2 * ring;
             const auto freed = total_removed() - lap_mark_.load(std::memory_order_relaxed);
-            const auto wanted = static_cast<std::uint64_t>(min_freed_ratio_ * static_cast<double>(ring));
-            if (ring_full || freed < wanted) {
-                if (count < max_buffers_) {
-                    grow(count);
-                    continue;
-                }
-                if (ring_full) {
-                    return false;
-                }
+            const auto wanted =
+                static_cast<std::uint64_t>(min_freed_ratio_ * static_cast<double>(ring));
+            const bool can_grow = count < max_buffers_;
+            if (ring_full && !can_grow) {
+                return false;
             }
-            if (sweep_.compare_exchange_strong(s, (lap + 1) << 32, std::memory_order_acq_rel,
+            const bool grow_now = can_grow && (ring_full || freed < wanted);
+            // Growing: the lap goes on into the new buffer (pos stays), and the freed count keeps
+            // accumulating. Wrapping: a new lap starts at slot 0 and the count restarts. Either way
+            // the "lap" field changes, which is what makes stale views' CASes fail.
+            const std::uint64_t next = ((lap + 1) << 32) | (grow_now ? pos : 0);
+            if (sweep_.compare_exchange_strong(s, next, std::memory_order_acq_rel,
                                                std::memory_order_relaxed)) {
-                // relaxed: heuristic input, read only by the growth rule.
-                lap_mark_.store(total_removed(), std::memory_order_relaxed);
+                if (grow_now) {
+                    grow(count);
+                } else {
+                    // relaxed: heuristic input, read only by the growth rule.
+                    lap_mark_.store(total_removed(), std::memory_order_relaxed);
+                }
             }
         }
     }
@@ -689,7 +696,7 @@ private:
 
     mutable atomic_t<entry_atomic*> segments_[max_segments];
     alignas(64) atomic_t<std::uint64_t> nbuf_{0};       ///< [growing:1][count:63]
-    alignas(64) atomic_t<std::uint64_t> sweep_{0};      ///< [lap:32][pos:32] shared cursor
+    alignas(64) atomic_t<std::uint64_t> sweep_{0};  ///< [version:32][pos:32] shared cursor
     alignas(64) atomic_t<std::uint64_t> lap_mark_{0};   ///< total_removed() at the lap's start
     mutable lane lanes_[Traits::lanes];
 };
