@@ -1,0 +1,221 @@
+#include "lariv/protocol/encoder.hpp"
+
+#include <charconv>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "text.hpp"
+
+namespace lariv::protocol {
+
+namespace {
+
+constexpr std::string_view crlf = "\r\n";
+
+void put_id(std::string& out, session_id id) {
+    const std::size_t at = out.size();
+    out.resize(at + session_id::text_size);
+    id.format_to(out.data() + at);
+}
+
+void put_number(std::string& out, std::uint64_t n) {
+    char digits[20];
+    const auto res = std::to_chars(std::begin(digits), std::end(digits), n);
+    out.append(digits, res.ptr);
+}
+
+// Control characters would end or corrupt the line: replace them, then trim blanks so that the
+// decoder's trimming gives back exactly what was written.
+void put_text(std::string& out, std::string_view text) {
+    std::string clean(text);
+    for (char& c : clean) {
+        if (detail::is_control(c)) {
+            c = ' ';
+        }
+    }
+    const std::string_view t = detail::trim(clean);
+    if (!t.empty()) {
+        out += ' ';
+        out += t;
+    }
+}
+
+void check_token(std::string_view token) {
+    if (!valid_token(token)) {
+        throw std::invalid_argument("lariv::protocol: ack token must be 1..64 of [A-Za-z0-9_.:-]");
+    }
+}
+
+void put_body(std::string& out, std::string_view verb, std::string_view body) {
+    out += verb;
+    out += ' ';
+    put_number(out, body.size());
+    out += crlf;
+    out += body;
+    out += crlf;
+}
+
+}  // namespace
+
+bool valid_token(std::string_view token) noexcept {
+    if (token.empty() || token.size() > max_token_size) {
+        return false;
+    }
+    for (const char c : token) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void encode(std::string& out, const hello_msg& m) {
+    nlohmann::json j{{"version", m.version}};
+    if (!m.name.empty()) {
+        j["name"] = m.name;
+    }
+    if (!m.auth.empty()) {
+        j["auth"] = m.auth;
+    }
+    if (m.verbose) {
+        j["verbose"] = true;
+    }
+    out += "HELLO ";
+    // JSON escapes every control character, so the text is line-safe; bad UTF-8 is replaced.
+    out += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    out += crlf;
+}
+
+void encode(std::string& out, const ping_msg& /*m*/) {
+    out += "PING\r\n";
+}
+
+void encode(std::string& out, const pong_msg& /*m*/) {
+    out += "PONG\r\n";
+}
+
+void encode_send_header(std::string& out,
+                        session_id to,
+                        std::size_t payload_size,
+                        std::string_view token) {
+    out += "SEND ";
+    put_id(out, to);
+    out += ' ';
+    put_number(out, payload_size);
+    if (!token.empty()) {
+        check_token(token);
+        out += ' ';
+        out += token;
+    }
+    out += crlf;
+}
+
+void encode(std::string& out, const send_msg& m) {
+    encode_send_header(out, m.to, m.payload.size(), m.token);
+    out += m.payload;
+    out += crlf;
+}
+
+void encode(std::string& out, const info_msg& m) {
+    out += "INFO ";
+    put_id(out, m.id);
+    out += crlf;
+}
+
+void encode(std::string& out, const list_msg& m) {
+    out += "LIST";
+    if (m.after) {
+        out += " after=";
+        put_id(out, *m.after);
+    }
+    if (m.limit != 0) {
+        out += " limit=";
+        put_number(out, m.limit);
+    }
+    out += crlf;
+}
+
+void encode(std::string& out, const kick_msg& m) {
+    out += "KICK ";
+    put_id(out, m.id);
+    out += crlf;
+}
+
+void encode(std::string& out, const stats_msg& /*m*/) {
+    out += "STATS\r\n";
+}
+
+void encode(std::string& out, const quit_msg& /*m*/) {
+    out += "QUIT\r\n";
+}
+
+void encode(std::string& out, const command& m) {
+    std::visit([&out](const auto& alt) { encode(out, alt); }, m);
+}
+
+void encode(std::string& out, const ok_msg& m) {
+    out += "+OK";
+    put_text(out, m.text);
+    out += crlf;
+}
+
+void encode(std::string& out, const err_msg& m) {
+    out += "-ERR ";
+    out += to_string(m.code);
+    put_text(out, m.message);
+    out += crlf;
+}
+
+void encode_deliver_header(std::string& out, session_id from, std::size_t payload_size) {
+    out += "MSG ";
+    put_id(out, from);
+    out += ' ';
+    put_number(out, payload_size);
+    out += crlf;
+}
+
+void encode(std::string& out, const deliver_msg& m) {
+    encode_deliver_header(out, m.from, m.payload.size());
+    out += m.payload;
+    out += crlf;
+}
+
+void encode(std::string& out, const ack_msg& m) {
+    check_token(m.token);
+    out += "ACK ";
+    out += m.token;
+    out += ' ';
+    out += m.error ? to_string(*m.error) : std::string_view("ok");
+    out += crlf;
+}
+
+void encode(std::string& out, const body_msg& m) {
+    std::string verb = "+";
+    verb += to_string(m.kind);
+    put_body(out, verb, m.json);
+}
+
+void encode(std::string& out, const reply& m) {
+    std::visit([&out](const auto& alt) { encode(out, alt); }, m);
+}
+
+void encode_body(std::string& out, body_kind kind, const nlohmann::json& j) {
+    encode(out, body_msg{kind, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)});
+}
+
+void encode(std::string& out, const hello_reply& r) {
+    encode_body(out, body_kind::hello, r);
+}
+
+void encode(std::string& out, const session_info& s) {
+    encode_body(out, body_kind::info, s);
+}
+
+void encode(std::string& out, const list_page& p) {
+    encode_body(out, body_kind::list, p);
+}
+
+}  // namespace lariv::protocol
