@@ -1,0 +1,76 @@
+// lariv/server/server.hpp — the daemon's engine: one io_context run by N threads, sessions on
+// per-session strands, the accept loop, the registry and the monitoring endpoint. larivd and the
+// integration tests use it; embedders who bring their own io_context use registry directly.
+//
+// Threading choice: one io_context shared by all threads, one strand per session. Any thread can
+// run any session's next handler, so a busy session does not starve the others on "its" thread,
+// and cross-session delivery needs no hop between contexts (the target's queue has a mutex).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+
+#include "lariv/server/config.hpp"
+#include "lariv/server/registry.hpp"
+
+namespace lariv::server {
+
+class listener;
+class monitor;
+
+class server {
+public:
+    /// Validates `cfg` (throws config_error), clamps max_sessions to the fd limit, binds the
+    /// listening sockets (throws std::system_error). Nothing runs until start().
+    explicit server(const config& cfg, hooks h = {});
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// Starts the I/O threads and the accept loops.
+    void start();
+    /// Graceful: stop accepting, /healthz 503, tell sessions, flush and close them; stops the
+    /// threads when all sessions are gone or `drain_timeout_ms` passed. Thread-safe, idempotent.
+    void drain();
+    /// Immediate: close everything and stop the threads. Thread-safe.
+    void stop();
+    /// Blocks until the I/O threads have exited.
+    void wait();
+
+    [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+    [[nodiscard]] std::uint16_t monitor_port() const noexcept { return monitor_port_; }
+    [[nodiscard]] registry& reg() noexcept { return *registry_; }
+    [[nodiscard]] asio::io_context& context() noexcept { return io_; }
+    [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
+    /// max_sessions after the fd-limit clamp (cfg().max_sessions is the requested value).
+    [[nodiscard]] std::size_t max_sessions() const noexcept { return max_sessions_; }
+
+private:
+    void drain_poll(std::chrono::steady_clock::time_point deadline);
+
+    config cfg_;
+    std::size_t max_sessions_ = 0;
+    asio::io_context io_;
+    asio::executor_work_guard<asio::io_context::executor_type> work_;
+    std::unique_ptr<registry> registry_;
+    std::shared_ptr<listener> listener_;
+    std::unique_ptr<monitor> monitor_;
+    std::vector<std::thread> threads_;
+    std::uint16_t port_ = 0;
+    std::uint16_t monitor_port_ = 0;
+    std::atomic<bool> draining_{false};
+    std::atomic<bool> stopped_{false};
+};
+
+/// Descriptors kept free for the listener, the monitor, logs and config reloads.
+inline constexpr std::size_t reserved_fds = 32;
+
+/// max_sessions lowered, if needed, to fit RLIMIT_NOFILE minus reserved_fds.
+std::size_t clamp_to_fd_limit(std::size_t max_sessions);
+
+}  // namespace lariv::server

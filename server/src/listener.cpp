@@ -1,0 +1,83 @@
+#include "lariv/server/listener.hpp"
+
+#include <asio/bind_executor.hpp>
+#include <asio/post.hpp>
+#include <spdlog/spdlog.h>
+
+namespace lariv::server {
+
+listener::listener(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, on_accept_fn f,
+                   options o, std::function<void()> on_error)
+    : strand_(asio::make_strand(ex))
+    , acceptor_(strand_)
+    , backoff_timer_(strand_)
+    , on_accept_(std::move(f))
+    , on_error_(std::move(on_error))
+    , opt_(o) {
+    acceptor_.open(ep.protocol());
+    acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+    acceptor_.bind(ep);
+    acceptor_.listen(asio::socket_base::max_listen_connections);
+    port_ = acceptor_.local_endpoint().port();
+}
+
+void listener::start() {
+    asio::post(strand_, [self = shared_from_this()] { self->do_accept(); });
+}
+
+void listener::stop() {
+    asio::post(strand_, [self = shared_from_this()] {
+        self->stopped_ = true;
+        std::error_code ec;
+        self->acceptor_.close(ec);
+        self->backoff_timer_.cancel();
+    });
+}
+
+void listener::do_accept() {
+    if (stopped_) {
+        return;
+    }
+    acceptor_.async_accept(asio::bind_executor(
+        strand_, [self = shared_from_this()](std::error_code ec, asio::ip::tcp::socket s) {
+            self->on_accept(ec, std::move(s));
+        }));
+}
+
+void listener::on_accept(std::error_code ec, asio::ip::tcp::socket s) {
+    if (stopped_ || ec == asio::error::operation_aborted) {
+        return;
+    }
+    if (!ec) {
+        backoff_ = {};
+        on_accept_(std::move(s));
+        do_accept();
+        return;
+    }
+    if (on_error_) {
+        on_error_();
+    }
+    const auto v = ec.value();
+    const bool resource = v == EMFILE || v == ENFILE || v == ENOBUFS || v == ENOMEM;
+    if (!resource) {
+        // A per-connection failure (ECONNABORTED, EPERM, ...): the next accept may succeed.
+        do_accept();
+        return;
+    }
+    // Out of descriptors: the pending connection stays in the backlog and the listener stays
+    // readable, so re-arming at once would spin. Back off, doubling up to the maximum.
+    backoff_ = backoff_.count() == 0 ? opt_.backoff_min : std::min(backoff_ * 2, opt_.backoff_max);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_log_ >= std::chrono::seconds(1)) {
+        last_log_ = now;
+        spdlog::warn("accept failed: {}; retrying in {} ms", ec.message(), backoff_.count());
+    }
+    backoff_timer_.expires_after(backoff_);
+    backoff_timer_.async_wait([self = shared_from_this()](std::error_code e) {
+        if (!e) {
+            self->do_accept();
+        }
+    });
+}
+
+}  // namespace lariv::server

@@ -1,0 +1,249 @@
+#include "lariv/server/monitor.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+#include <sstream>
+
+#include <asio/read_until.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/streambuf.hpp>
+#include <asio/write.hpp>
+
+#include "lariv/server/listener.hpp"
+#include "lariv/server/session.hpp"
+
+namespace lariv::server {
+
+namespace {
+
+constexpr std::size_t max_request = 8192;
+
+std::map<std::string, std::string> parse_query(const std::string& q) {
+    std::map<std::string, std::string> out;
+    std::size_t pos = 0;
+    while (pos < q.size()) {
+        std::size_t amp = q.find('&', pos);
+        if (amp == std::string::npos) {
+            amp = q.size();
+        }
+        const std::string kv = q.substr(pos, amp - pos);
+        const std::size_t eq = kv.find('=');
+        if (eq != std::string::npos) {
+            out[kv.substr(0, eq)] = kv.substr(eq + 1);
+        } else if (!kv.empty()) {
+            out[kv] = "";
+        }
+        pos = amp + 1;
+    }
+    return out;
+}
+
+std::optional<std::uint64_t> to_uint(const std::string& s) {
+    std::uint64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size() || s.empty()) {
+        return std::nullopt;
+    }
+    return v;
+}
+
+void metric(std::ostringstream& o, const char* name, const char* type, const char* help,
+            std::uint64_t v) {
+    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+      << name << ' ' << v << '\n';
+}
+
+/// One HTTP exchange: read the request head, answer, close.
+class http_conn : public std::enable_shared_from_this<http_conn> {
+public:
+    http_conn(asio::ip::tcp::socket s, registry& reg)
+        : socket_(std::move(s))
+        , timer_(socket_.get_executor())
+        , reg_(reg)
+        , buf_(max_request) {}
+
+    void start() {
+        timer_.expires_after(std::chrono::seconds(5));
+        timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+            if (!ec) {
+                std::error_code e;
+                self->socket_.close(e);
+            }
+        });
+        asio::async_read_until(socket_, buf_, "\r\n\r\n",
+                               [self = shared_from_this()](std::error_code ec, std::size_t) {
+                                   self->on_request(ec);
+                               });
+    }
+
+private:
+    void on_request(std::error_code ec) {
+        monitor::response r;
+        if (ec) {
+            if (ec != asio::error::not_found) {  // not_found: the request head was too large
+                timer_.cancel();
+                return;
+            }
+            r = {431, "text/plain", "request too large\n"};
+        } else {
+            std::istream in(&buf_);
+            std::string method;
+            std::string target;
+            in >> method >> target;
+            if (method != "GET" && method != "HEAD") {
+                r = {405, "text/plain", "only GET\n"};
+            } else {
+                r = monitor::handle(reg_, target);
+            }
+        }
+        static const std::map<int, const char*> reasons = {
+            {200, "OK"}, {400, "Bad Request"}, {404, "Not Found"}, {405, "Method Not Allowed"},
+            {431, "Request Header Fields Too Large"}, {503, "Service Unavailable"}};
+        const auto it = reasons.find(r.status);
+        out_ = "HTTP/1.1 " + std::to_string(r.status) + ' ' +
+               (it != reasons.end() ? it->second : "Error") + "\r\nContent-Type: " +
+               r.content_type + "\r\nContent-Length: " + std::to_string(r.body.size()) +
+               "\r\nConnection: close\r\n\r\n" + r.body;
+        asio::async_write(socket_, asio::buffer(out_),
+                          [self = shared_from_this()](std::error_code, std::size_t) {
+                              std::error_code e;
+                              self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, e);
+                              self->socket_.close(e);
+                              self->timer_.cancel();
+                          });
+    }
+
+    asio::ip::tcp::socket socket_;
+    asio::steady_timer timer_;
+    registry& reg_;
+    asio::streambuf buf_;
+    std::string out_;
+};
+
+}  // namespace
+
+monitor::monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, registry& reg)
+    : ex_(ex)
+    , reg_(reg) {
+    listener_ = std::make_shared<listener>(
+        ex, ep,
+        [this](asio::ip::tcp::socket s) { std::make_shared<http_conn>(std::move(s), reg_)->start(); },
+        listener::options{});
+}
+
+monitor::~monitor() = default;
+
+void monitor::start() { listener_->start(); }
+void monitor::stop() { listener_->stop(); }
+std::uint16_t monitor::port() const noexcept { return listener_->port(); }
+
+monitor::response monitor::handle(registry& reg, const std::string& target) {
+    const std::size_t q = target.find('?');
+    const std::string path = target.substr(0, q);
+    const auto query = parse_query(q == std::string::npos ? "" : target.substr(q + 1));
+    if (path == "/healthz") {
+        if (reg.draining()) {
+            return {503, "text/plain", "draining\n"};
+        }
+        return {200, "text/plain", "ok\n"};
+    }
+    if (path == "/metrics") {
+        const registry_stats& s = reg.stats();
+        std::ostringstream o;
+        metric(o, "lariv_sessions_open", "gauge", "Sessions registered now.", reg.size());
+        metric(o, "lariv_sessions_accepted_total", "counter", "Connections accepted.", s.accepted.load());
+        metric(o, "lariv_sessions_refused_total", "counter", "Connections refused at max_sessions.",
+               s.refused_full.load());
+        metric(o, "lariv_handshakes_total", "counter", "Successful HELLOs.", s.handshakes.load());
+        o << "# HELP lariv_sessions_closed_total Sessions closed, by reason.\n"
+             "# TYPE lariv_sessions_closed_total counter\n";
+        for (std::size_t r = 0; r < close_reason_count; ++r) {
+            o << "lariv_sessions_closed_total{reason=\"" << to_string(static_cast<close_reason>(r))
+              << "\"} " << s.closed[r].load() << '\n';
+        }
+        metric(o, "lariv_messages_in_total", "counter", "SENDs accepted for routing.", s.msgs_in.load());
+        metric(o, "lariv_messages_routed_total", "counter", "MSGs queued to target sessions.",
+               s.msgs_out.load());
+        metric(o, "lariv_bytes_routed_total", "counter", "Payload bytes routed.", s.bytes_routed.load());
+        metric(o, "lariv_send_errors_total", "counter", "SENDs answered with an error.",
+               s.send_errors.load());
+        metric(o, "lariv_queue_drops_total", "counter", "Messages dropped at a full queue.",
+               s.queue_drops.load());
+        metric(o, "lariv_protocol_errors_total", "counter", "Error replies to bad input.",
+               s.protocol_errors.load());
+        metric(o, "lariv_rate_limited_total", "counter", "SENDs refused by the rate limit.",
+               s.rate_limited.load());
+        metric(o, "lariv_accept_errors_total", "counter", "Failed accept calls.", s.accept_errors.load());
+        metric(o, "lariv_queued_bytes", "gauge", "Bytes waiting in outbound queues.",
+               reg.queued_bytes_total());
+        metric(o, "lariv_registry_buffers", "gauge", "Lariv buffers linked.", reg.lariv_buffers());
+        metric(o, "lariv_registry_capacity", "gauge", "Lariv slots in all buffers.", reg.lariv_capacity());
+        metric(o, "lariv_draining", "gauge", "1 while draining.", reg.draining() ? 1 : 0);
+        return {200, "text/plain; version=0.0.4", o.str()};
+    }
+    if (path == "/connz") {
+        std::uint64_t limit = 100;
+        if (auto it = query.find("limit"); it != query.end()) {
+            auto v = to_uint(it->second);
+            if (!v || *v == 0 || *v > 10000) {
+                return {400, "text/plain", "limit must be 1..10000\n"};
+            }
+            limit = *v;
+        }
+        nlohmann::json j;
+        j["now_sessions"] = reg.size();
+        if (auto srt = query.find("sort"); srt != query.end()) {
+            const std::string key = srt->second;
+            if (key != "age" && key != "msgs_in" && key != "msgs_out" && key != "queued") {
+                return {400, "text/plain", "sort must be age, msgs_in, msgs_out or queued\n"};
+            }
+            std::uint64_t offset = 0;
+            if (auto o = query.find("offset"); o != query.end()) {
+                auto v = to_uint(o->second);
+                if (!v) {
+                    return {400, "text/plain", "offset must be a number\n"};
+                }
+                offset = *v;
+            }
+            std::vector<protocol::session_info> all;
+            reg.for_each([&](session& s) {
+                if (s.handshaken()) {
+                    all.push_back(s.info());
+                }
+                return true;
+            });
+            auto field = [&](const protocol::session_info& i) {
+                return key == "age" ? i.age_ms : key == "msgs_in" ? i.msgs_in
+                                             : key == "msgs_out"  ? i.msgs_out
+                                                                  : i.queued_bytes;
+            };
+            std::stable_sort(all.begin(), all.end(),
+                             [&](const auto& a, const auto& b) { return field(a) > field(b); });
+            nlohmann::json arr = nlohmann::json::array();
+            for (std::size_t k = offset; k < all.size() && arr.size() < limit; ++k) {
+                arr.push_back(all[k]);
+            }
+            j["total"] = all.size();
+            j["offset"] = offset;
+            j["sort"] = key;
+            j["sessions"] = arr;
+        } else {
+            std::optional<protocol::session_id> after;
+            if (auto a = query.find("after"); a != query.end()) {
+                after = protocol::session_id::parse(a->second);
+                if (!after) {
+                    return {400, "text/plain", "after must be a session id (32 hex digits)\n"};
+                }
+            }
+            const auto page = reg.list(after, static_cast<std::uint32_t>(limit));
+            j["sessions"] = page.sessions;
+            j["next"] = page.next ? nlohmann::json(page.next->to_string()) : nlohmann::json(nullptr);
+        }
+        j["limit"] = limit;
+        return {200, "application/json", j.dump() + "\n"};
+    }
+    return {404, "text/plain", "not found; try /healthz, /metrics, /connz\n"};
+}
+
+}  // namespace lariv::server
