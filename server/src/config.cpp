@@ -67,9 +67,6 @@ void read_value(const nlohmann::json& j, const char* key, T& out) {
 }  // namespace
 
 void config::validate() const {
-    if (port == 0) {
-        throw config_error("config: port must be 1..65535");
-    }
     if (max_sessions == 0) {
         throw config_error("config: max_sessions must be at least 1");
     }

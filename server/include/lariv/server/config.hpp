@@ -28,7 +28,7 @@ public:
 struct config {
     // Network
     std::string listen_address = "127.0.0.1";  ///< loopback by default; 0.0.0.0 in containers
-    std::uint16_t port = 7411;
+    std::uint16_t port = 7411;  ///< 0 = an ephemeral port (server::port() tells which)
     std::string monitor_address = "127.0.0.1";
     std::uint16_t monitor_port = 7412;  ///< 0 disables the monitoring endpoint
     unsigned threads = 0;               ///< I/O threads; 0 = hardware concurrency
