@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "lariv/server/config.hpp"
+#include "lariv/server/monitor.hpp"
 #include "lariv/server/server.hpp"
 
 namespace {
@@ -139,10 +140,14 @@ int main(int argc, char** argv) {
     std::string config_file;
     bool print_config = false;
     bool check_config = false;
+    bool health_check = false;
     flags f;
     app.add_option("-c,--config", config_file, "JSON configuration file")->check(CLI::ExistingFile);
     app.add_flag("--print-config", print_config, "Print the effective configuration as JSON and exit");
     app.add_flag("--check-config", check_config, "Validate the configuration and exit");
+    app.add_flag("--health-check", health_check,
+                 "GET /healthz from the configured monitor and exit 0 if it answers 200 "
+                 "(for container HEALTHCHECKs: no curl needed)");
     add_flags(app, f);
     try {
         app.parse(argc, argv);
@@ -155,6 +160,11 @@ int main(int argc, char** argv) {
         return exit_usage;  // an unknown flag is an error, never usage with exit 0
     }
 
+    if (config_file.empty()) {
+        if (const char* env = std::getenv("LARIV_CONFIG"); env != nullptr && *env != '\0') {
+            config_file = env;  // a mounted config file in a container
+        }
+    }
     config cfg;
     try {
         cfg = resolve(config_file, f);
@@ -169,6 +179,9 @@ int main(int argc, char** argv) {
     if (check_config) {
         std::cout << "larivd: configuration ok\n";
         return 0;
+    }
+    if (health_check) {
+        return lariv::server::probe_health(cfg) ? 0 : 1;
     }
     setup_logging(cfg);
 

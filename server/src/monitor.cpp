@@ -5,6 +5,9 @@
 #include <map>
 #include <sstream>
 
+#include <asio/connect.hpp>
+#include <asio/io_context.hpp>
+#include <asio/read.hpp>
 #include <asio/read_until.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/streambuf.hpp>
@@ -244,6 +247,52 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
         return {200, "application/json", j.dump() + "\n"};
     }
     return {404, "text/plain", "not found; try /healthz, /metrics, /connz\n"};
+}
+
+bool probe_health(const config& cfg) {
+    if (cfg.monitor_port == 0) {
+        return false;
+    }
+    asio::io_context io;
+    std::string host = cfg.monitor_address == "0.0.0.0" ? "127.0.0.1" : cfg.monitor_address;
+    if (host == "::") {
+        host = "::1";
+    }
+    asio::ip::tcp::socket sock(io);
+    std::string response;
+    bool ok = false;
+    asio::steady_timer timer(io, std::chrono::seconds(2));
+    timer.async_wait([&](std::error_code ec) {
+        if (!ec) {
+            std::error_code e;
+            sock.close(e);
+        }
+    });
+    std::error_code ec;
+    const auto addr = asio::ip::make_address(host, ec);
+    if (ec) {
+        return false;
+    }
+    const std::string req = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    sock.async_connect({addr, cfg.monitor_port}, [&](std::error_code e1) {
+        if (e1) {
+            timer.cancel();
+            return;
+        }
+        asio::async_write(sock, asio::buffer(req), [&](std::error_code e2, std::size_t) {
+            if (e2) {
+                timer.cancel();
+                return;
+            }
+            asio::async_read(sock, asio::dynamic_buffer(response, 4096),
+                             [&](std::error_code, std::size_t) {
+                                 ok = response.rfind("HTTP/1.1 200", 0) == 0;
+                                 timer.cancel();
+                             });
+        });
+    });
+    io.run();
+    return ok;
 }
 
 }  // namespace lariv::server

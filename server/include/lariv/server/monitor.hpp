@@ -12,6 +12,7 @@
 
 #include <asio/ip/tcp.hpp>
 
+#include "lariv/server/config.hpp"
 #include "lariv/server/registry.hpp"
 
 namespace lariv::server {
@@ -40,5 +41,9 @@ private:
     registry& reg_;
     std::shared_ptr<listener> listener_;
 };
+
+/// GET /healthz from cfg's monitor address and port (0.0.0.0 is probed as 127.0.0.1) with a 2 s
+/// timeout; true on a 200 answer.
+bool probe_health(const config& cfg);
 
 }  // namespace lariv::server
