@@ -76,11 +76,13 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "lariv/detail/backoff.hpp"
 #include "lariv/detail/slot.hpp"
@@ -99,7 +101,8 @@ struct Options {
 };
 
 /// Policy parameters, mostly for tests: the atomic template (std::atomic, a relacy adapter, or a
-/// yield-injecting wrapper), the generation width and the number of per-thread lanes.
+/// yield-injecting wrapper), the generation width and the number of per-thread lanes (threads
+/// numbered below lanes - 1 own a lane; the others share the last one).
 struct DefaultTraits {
     template <class U>
     using atomic = std::atomic<U>;
@@ -114,12 +117,48 @@ public:
 };
 
 namespace detail {
-/// A small per-thread number, assigned on first use, that picks the thread's lane.
+/// Small per-thread numbers, handed out at a thread's first use of any Lariv and taken back when
+/// the thread exits, so the live threads of a process hold distinct numbers 0, 1, 2, ... and a
+/// thread owns lane[number] of every container exclusively (while number < lanes - 1).
+class thread_numbers {
+public:
+    std::size_t acquire() {
+        std::lock_guard lk(mu_);
+        if (!free_.empty()) {
+            const std::size_t n = free_.back();
+            free_.pop_back();
+            return n;
+        }
+        return next_++;
+    }
+    void release(std::size_t n) {
+        std::lock_guard lk(mu_);
+        free_.push_back(n);
+    }
+    /// Never destroyed: a thread may exit after static destructors ran.
+    static thread_numbers& instance() {
+        static auto* t = new thread_numbers;  // NOLINT(cppcoreguidelines-owning-memory)
+        return *t;
+    }
+
+private:
+    std::mutex mu_;
+    std::vector<std::size_t> free_;
+    std::size_t next_ = 0;
+};
+
+struct thread_number_holder {
+    std::size_t value = thread_numbers::instance().acquire();
+    thread_number_holder() = default;
+    thread_number_holder(const thread_number_holder&) = delete;
+    thread_number_holder& operator=(const thread_number_holder&) = delete;
+    ~thread_number_holder() { thread_numbers::instance().release(value); }
+};
+
+/// This thread's number (see thread_numbers). Taken once per thread, under a mutex.
 inline std::size_t this_thread_number() noexcept {
-    static std::atomic<std::size_t> next{0};
-    // relaxed: only uniqueness matters, nothing is published with it.
-    thread_local const std::size_t id = next.fetch_add(1, std::memory_order_relaxed);
-    return id;
+    thread_local const thread_number_holder h;
+    return h.value;
 }
 }  // namespace detail
 
@@ -133,6 +172,7 @@ class Lariv {
 
     static_assert(std::is_nothrow_destructible_v<T>, "T's destructor must not throw");
     static_assert(alignof(T) <= 64, "over-aligned element types are not supported");
+    static_assert(Traits::lanes >= 1, "at least the shared lane");
 
     /// Small elements sit beside their slot word (a lookup touches one cache line); large ones
     /// live apart from the words, so the insertion sweep reads 8 words per cache line.
@@ -246,6 +286,7 @@ public:
         }
         link_buffer(0);
         nbuf_.store(1, std::memory_order_relaxed);  // relaxed: the constructor is not concurrent
+        seg0_ = segments_[0].load(std::memory_order_relaxed);
     }
 
     Lariv(const Lariv&) = delete;
@@ -318,8 +359,7 @@ public:
                     throw;
                 }
                 protocol::publish(w, g);
-                // relaxed: a statistic for size() and the growth rule, publishes nothing.
-                ln.pushed.fetch_add(1, std::memory_order_relaxed);
+                bump(ln, ln.pushed);
                 return Index::make(node_id(), tag(), g, static_cast<std::uint32_t>(pos));
             }
             if (!next_batch(pos, end, scanned)) {
@@ -389,8 +429,8 @@ public:
         if (!r.won) {
             return false;
         }
-        // relaxed: a statistic for size() and the growth rule.
-        my_lane().removed.fetch_add(1, std::memory_order_relaxed);
+        lane& ln = my_lane();
+        bump(ln, ln.removed);
         if (r.destroy_now) {
             destroy_slot(*w, v);
         }
@@ -408,7 +448,8 @@ public:
         if (!r.won) {
             return std::nullopt;
         }
-        my_lane().removed.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
+        lane& ln = my_lane();
+        bump(ln, ln.removed);
         protocol::wait_sole_pin(*w);
         ReadGuard own(w, v);  // the taker's pin: its release destroys the moved-from value
         return std::optional<T>(std::move(*v));
@@ -496,7 +537,23 @@ private:
     }
     std::size_t blocks_per_buffer() const noexcept { return (buffer_bytes_ + 63) / 64; }
 
-    lane& my_lane() const noexcept { return lanes_[detail::this_thread_number() % Traits::lanes]; }
+    /// Threads numbered below lanes - 1 own their lane; all others share the last one.
+    lane& my_lane() const noexcept {
+        const std::size_t n = detail::this_thread_number();
+        return lanes_[n < Traits::lanes - 1 ? n : Traits::lanes - 1];
+    }
+    bool owns(const lane& l) const noexcept { return &l != &lanes_[Traits::lanes - 1]; }
+    /// Adds 1 to a lane counter: a plain load and store on an owned lane (no locked instruction
+    /// on the push/remove paths), an atomic add on the shared lane.
+    void bump(const lane& l, atomic_t<std::uint64_t>& counter) const noexcept {
+        // relaxed: statistics for size() and the growth rule; they publish nothing. On an owned
+        // lane this thread is the only writer, so load + store loses no increment.
+        if (owns(l)) {
+            counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        } else {
+            counter.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
 
     struct split_t {
         std::uint64_t buffer;
@@ -520,6 +577,11 @@ private:
 
     /// Buffer number b, or nullptr if it is not (visibly) linked. O(1): two loads.
     std::byte* buffer_ptr(std::uint64_t b) const noexcept {
+        if (b < (std::uint64_t{1} << seg0_bits)) {
+            // Segment 0 is allocated by the constructor and never changes: one load fewer for
+            // the first 64 buffers. [G2] acquire: pairs with [G1].
+            return seg0_[b].load(std::memory_order_acquire);
+        }
         const std::uint64_t q = b + (std::uint64_t{1} << seg0_bits);
         const std::size_t k = static_cast<std::size_t>(std::bit_width(q)) - 1 - seg0_bits;
         if (k >= max_segments) {
@@ -695,6 +757,7 @@ private:
     std::size_t buffer_bytes_ = 0;
 
     mutable atomic_t<entry_atomic*> segments_[max_segments];
+    entry_atomic* seg0_ = nullptr;  // == segments_[0], immutable after construction
     alignas(64) atomic_t<std::uint64_t> nbuf_{0};       ///< [growing:1][count:63]
     alignas(64) atomic_t<std::uint64_t> sweep_{0};  ///< [version:32][pos:32] shared cursor
     alignas(64) atomic_t<std::uint64_t> lap_mark_{0};   ///< total_removed() at the lap's start
