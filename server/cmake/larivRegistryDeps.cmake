@@ -1,0 +1,4 @@
+# Dependencies of lariv::registry for find_package(lariv): included by larivConfig.cmake.
+find_dependency(nlohmann_json 3)
+find_dependency(spdlog 1.10)
+include("${CMAKE_CURRENT_LIST_DIR}/asio.cmake")
