@@ -142,7 +142,8 @@ int main(int argc, char** argv) {
     bool check_config = false;
     bool health_check = false;
     flags f;
-    app.add_option("-c,--config", config_file, "JSON configuration file")->check(CLI::ExistingFile);
+    // Not CLI::ExistingFile: a missing config file is a configuration error (78), not usage (64).
+    app.add_option("-c,--config", config_file, "JSON configuration file");
     app.add_flag("--print-config", print_config, "Print the effective configuration as JSON and exit");
     app.add_flag("--check-config", check_config, "Validate the configuration and exit");
     app.add_flag("--health-check", health_check,

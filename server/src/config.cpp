@@ -49,8 +49,11 @@ void read_value(const nlohmann::json& j, const char* key, T& out) {
         if constexpr (std::is_same_v<T, std::string>) {
             out = j.get<std::string>();
         } else {
-            // Reject negative numbers and floats for unsigned fields explicitly.
-            if (!j.is_number_unsigned()) {
+            // Reject negative numbers and floats for unsigned fields explicitly. A JSON built in
+            // C++ stores an int as a signed integer: accept it when it is not negative.
+            const bool non_negative =
+                j.is_number_unsigned() || (j.is_number_integer() && j.get<std::int64_t>() >= 0);
+            if (!non_negative) {
                 throw config_error(std::string("config: ") + key + " must be a non-negative integer");
             }
             const auto v = j.get<std::uint64_t>();

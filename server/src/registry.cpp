@@ -97,6 +97,7 @@ registry::~registry() {
 
 void registry::adopt(asio::ip::tcp::socket socket) {
     stats_.accepted.fetch_add(1, std::memory_order_relaxed);
+    open_.fetch_add(1, std::memory_order_relaxed);  // released in session::finish_close
     auto s = std::make_shared<session>(*this, std::move(socket));
     if (draining()) {
         s->refuse(protocol::error_code::draining, "server is draining");

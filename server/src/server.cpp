@@ -108,9 +108,11 @@ void server::drain() {
 }
 
 void server::drain_poll(std::chrono::steady_clock::time_point deadline) {
-    if (registry_->size() == 0 || std::chrono::steady_clock::now() >= deadline) {
-        if (registry_->size() != 0) {
-            spdlog::warn("drain timeout: closing {} sessions", registry_->size());
+    // Done when every connection has flushed and closed, not merely left the registry.
+    const std::size_t open = registry_->open_connections();
+    if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
+        if (open != 0) {
+            spdlog::warn("drain timeout: closing {} connections", open);
         }
         stop();
         return;

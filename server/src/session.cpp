@@ -82,6 +82,9 @@ void session::start(lariv::Index index) {
         const double f = 0.9 + 0.2 * (static_cast<double>(rng() % 1000) / 1000.0);
         heartbeat_ = std::chrono::milliseconds(static_cast<long>(base * f));
     }
+    // The rate-limit bucket starts full: a new client may send a burst at once.
+    const std::uint32_t burst = reg_.hot().rate_burst.load(std::memory_order_relaxed);
+    tokens_ = burst != 0 ? burst : reg_.hot().rate_limit.load(std::memory_order_relaxed);
     asio::post(strand_, [self = shared_from_this()] {
         self->arm_tick();
         self->do_read();
@@ -521,8 +524,11 @@ void session::do_close(close_reason why) {
         finish_close();
         return;
     }
-    // Flush the final frames, but never wait longer than the linger bound.
-    tick_.expires_after(close_linger);
+    // Flush the final frames, but never wait longer than the linger bound. A drain flushes what
+    // was accepted for the client (ACKed messages) for up to the drain timeout.
+    tick_.expires_after(why == close_reason::draining
+                            ? std::chrono::milliseconds(reg_.cfg().drain_timeout_ms)
+                            : std::chrono::milliseconds(close_linger));
     tick_.async_wait([self = shared_from_this()](std::error_code e) {
         if (!e) {
             self->finish_close();
@@ -537,6 +543,11 @@ void session::finish_close() {
         socket_.close(ec);
     }
     tick_.cancel();
+    if (!finished_) {
+        finished_ = true;
+        // release: pairs with the acquire in registry::open_connections() (drain's end).
+        reg_.open_.fetch_sub(1, std::memory_order_release);
+    }
 }
 
 protocol::session_info session::info() const {

@@ -115,6 +115,11 @@ public:
     [[nodiscard]] protocol::list_page list(std::optional<protocol::session_id> after,
                                            std::uint32_t limit) const;
 
+    /// Connections whose socket is still open (registered or not, closing included): a drain is
+    /// over when this reaches 0, not when size() does, since closing sessions still flush.
+    [[nodiscard]] std::size_t open_connections() const noexcept {
+        return open_.load(std::memory_order_acquire);
+    }
     /// Live sessions (approximate under concurrency).
     [[nodiscard]] std::size_t size() const noexcept { return live_.load(std::memory_order_relaxed); }
     [[nodiscard]] registry_stats& stats() noexcept { return stats_; }
@@ -162,6 +167,7 @@ private:
     registry_stats stats_;
     hot_settings hot_;
     std::atomic<std::size_t> live_{0};
+    std::atomic<std::size_t> open_{0};
     std::atomic<bool> draining_{false};
 };
 

@@ -116,7 +116,8 @@ private:
 
     std::atomic<bool> handshaken_{false};
     std::atomic<bool> closing_{false};
-    bool closed_ = false;  // strand only
+    bool closed_ = false;    // strand only
+    bool finished_ = false;  // strand only: the socket is closed and open_ was released
     std::atomic<std::uint64_t> msgs_in_{0};
     std::atomic<std::uint64_t> msgs_out_{0};
 };
