@@ -1,0 +1,433 @@
+// lariv_embed_example — how a host Asio server embeds the Lariv session registry.
+//
+// The host is an ordinary Asio server: its own io_context and threads, its own acceptor and its
+// own tiny line protocol for operators (port --port, default 7421):
+//     who           lists the registry's sessions ("<id> <name>" per line, then "."),
+//     say <text>    broadcasts <text> to every registered session as a MSG from the host,
+//     to <id> <text> routes <text> to one session through registry::send,
+//     quit          closes the operator connection.
+// A second acceptor (port --registry-port, default 7422) takes connections for the registry: the
+// host accepts them and hands each socket to registry::adopt, and from then on the registry speaks
+// the Lariv wire protocol (PROTOCOL.md) with them. Hooks tell the host when sessions open and close.
+//
+// --selftest: binds ephemeral ports, connects a protocol client and an operator client to itself,
+// checks that the open hook fired and that a broadcast arrived, and exits 0 (or 1) within ~1 s.
+#include <asio/bind_executor.hpp>
+#include <asio/connect.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/read.hpp>
+#include <asio/read_until.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/streambuf.hpp>
+#include <asio/write.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <istream>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "lariv/protocol/decoder.hpp"
+#include "lariv/protocol/encoder.hpp"
+#include "lariv/protocol/json.hpp"
+#include "lariv/server/registry.hpp"
+#include "lariv/server/session.hpp"
+
+namespace {
+
+using asio::ip::tcp;
+namespace srv = lariv::server;
+namespace proto = lariv::protocol;
+
+/// The id the host uses as "from" in its own notices: node 0, never issued to a session.
+constexpr proto::session_id host_id{};
+
+/// The host's per-session data, kept in session::user_data().
+struct member {
+    std::chrono::steady_clock::time_point joined;
+};
+
+/// The host application: owns the io_context, the registry and both acceptors.
+class host {
+public:
+    host(std::uint16_t line_port, std::uint16_t registry_port)
+        : registry_(io_.get_executor(), make_config(), make_hooks())
+        , line_acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), line_port))
+        , registry_acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), registry_port)) {}
+
+    ~host() { shutdown(); }
+
+    void start(unsigned threads) {
+        accept_lines();
+        accept_registry_clients();
+        for (unsigned i = 0; i < threads; ++i) {
+            threads_.emplace_back([this] { io_.run(); });
+        }
+    }
+    /// Shutdown order: acceptors, sessions (while the io_context still runs their handlers),
+    /// then the threads.
+    void shutdown() {
+        if (stopped_.exchange(true)) {
+            return;
+        }
+        asio::post(io_, [this] {
+            std::error_code ec;
+            line_acceptor_.close(ec);
+            registry_acceptor_.close(ec);
+            std::lock_guard lk(lines_mu_);
+            for (auto& s : lines_) {
+                if (auto p = s.lock()) {
+                    p->close(ec);
+                }
+            }
+        });
+        registry_.close_all(srv::close_reason::draining);
+        // Give the closing sessions a moment to flush their final frame, then stop.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        io_.stop();
+        for (auto& t : threads_) {
+            t.join();
+        }
+        threads_.clear();
+        io_.restart();
+        io_.poll();
+    }
+
+    [[nodiscard]] std::uint16_t line_port() const { return line_acceptor_.local_endpoint().port(); }
+    [[nodiscard]] std::uint16_t registry_port() const {
+        return registry_acceptor_.local_endpoint().port();
+    }
+    [[nodiscard]] int opened() const { return opened_.load(); }
+    [[nodiscard]] int closed() const { return closed_.load(); }
+    asio::io_context& context() { return io_; }
+
+    /// Sends `text` to every registered session as a MSG from the host. Returns how many got it.
+    int broadcast(const std::string& text) {
+        std::string frame;
+        proto::encode(frame, proto::deliver_msg{host_id, text});
+        int n = 0;
+        registry_.for_each([&](srv::session& s) {
+            if (s.handshaken() && s.send_frame(frame) == srv::session::enqueue_result::ok) {
+                ++n;
+            }
+            return true;
+        });
+        return n;
+    }
+
+    /// The text of the `who` command.
+    std::string who() const {
+        std::string out;
+        registry_.for_each([&](srv::session& s) {
+            if (s.handshaken()) {
+                out += s.id().to_string() + " " + (s.name().empty() ? "-" : s.name()) + "\n";
+            }
+            return true;
+        });
+        return out + ".\n";
+    }
+
+    /// Routes `text` to one session, as the registry does for a client's SEND.
+    std::string route(const std::string& id_text, const std::string& text) {
+        auto id = proto::session_id::parse(id_text);
+        if (!id) {
+            return "error: bad id\n";
+        }
+        if (auto err = registry_.send(*id, host_id, text)) {
+            return "error: " + std::string(proto::to_string(*err)) + "\n";
+        }
+        return "ok\n";
+    }
+
+private:
+    static srv::config make_config() {
+        srv::config c;
+        c.node_id = 21;
+        c.max_sessions = 1000;
+        c.registry_buffer = 64;
+        c.heartbeat_ms = 10000;
+        return c;
+    }
+
+    srv::hooks make_hooks() {
+        srv::hooks h;
+        h.on_open = [this](srv::session& s) {
+            s.user_data() = member{std::chrono::steady_clock::now()};
+            ++opened_;
+            std::printf("joined: %s %s (%s)\n", s.id().to_string().c_str(), s.name().c_str(),
+                        s.remote().c_str());
+            // Greet the newcomer with a host notice of our own.
+            std::string frame;
+            proto::encode(frame, proto::deliver_msg{host_id, "welcome " + s.name()});
+            (void)s.send_frame(frame);
+        };
+        h.on_close = [this](srv::session& s, srv::close_reason why) {
+            ++closed_;
+            std::printf("left: %s (%.*s)\n", s.id().to_string().c_str(),
+                        static_cast<int>(srv::to_string(why).size()), srv::to_string(why).data());
+        };
+        return h;
+    }
+
+    void accept_registry_clients() {
+        registry_acceptor_.async_accept([this](std::error_code ec, tcp::socket sock) {
+            if (ec == asio::error::operation_aborted || !registry_acceptor_.is_open()) {
+                return;
+            }
+            if (!ec) {
+                registry_.adopt(std::move(sock));  // from here on the registry owns it
+            }
+            accept_registry_clients();
+        });
+    }
+
+    /// One operator connection speaking the host's own line protocol.
+    class line_session : public std::enable_shared_from_this<line_session> {
+    public:
+        line_session(host& h, tcp::socket s) : host_(h), socket_(std::move(s)) {}
+        void start() { read(); }
+        void close(std::error_code& ec) { socket_.close(ec); }
+
+    private:
+        void read() {
+            asio::async_read_until(socket_, buf_, '\n',
+                                   [self = shared_from_this()](std::error_code ec, std::size_t) {
+                                       if (!ec) {
+                                           self->on_line();
+                                       }
+                                   });
+        }
+        void on_line() {
+            std::istream in(&buf_);
+            std::string line;
+            std::getline(in, line);
+            if (!line.empty() && line.back() == '\r') {
+                line.pop_back();
+            }
+            std::string reply;
+            if (line == "who") {
+                reply = host_.who();
+            } else if (line.rfind("say ", 0) == 0) {
+                reply = "sent to " + std::to_string(host_.broadcast(line.substr(4))) + "\n";
+            } else if (line.rfind("to ", 0) == 0 && line.size() > 36) {
+                reply = host_.route(line.substr(3, 32), line.substr(std::min<std::size_t>(36, line.size())));
+            } else if (line == "quit") {
+                std::error_code ec;
+                socket_.close(ec);
+                return;
+            } else {
+                reply = "commands: who | say <text> | to <id> <text> | quit\n";
+            }
+            out_ = std::move(reply);
+            asio::async_write(socket_, asio::buffer(out_),
+                              [self = shared_from_this()](std::error_code ec, std::size_t) {
+                                  if (!ec) {
+                                      self->read();
+                                  }
+                              });
+        }
+
+        host& host_;
+        tcp::socket socket_;
+        asio::streambuf buf_;
+        std::string out_;
+    };
+
+    void accept_lines() {
+        line_acceptor_.async_accept([this](std::error_code ec, tcp::socket sock) {
+            if (ec == asio::error::operation_aborted || !line_acceptor_.is_open()) {
+                return;
+            }
+            if (!ec) {
+                auto s = std::make_shared<line_session>(*this, std::move(sock));
+                {
+                    std::lock_guard lk(lines_mu_);
+                    lines_.push_back(s);
+                }
+                s->start();
+            }
+            accept_lines();
+        });
+    }
+
+    asio::io_context io_;
+    srv::registry registry_;  // constructed on our executor; owns no threads
+    tcp::acceptor line_acceptor_;
+    tcp::acceptor registry_acceptor_;
+    std::vector<std::thread> threads_;
+    std::mutex lines_mu_;
+    std::vector<std::weak_ptr<line_session>> lines_;
+    std::atomic<int> opened_{0};
+    std::atomic<int> closed_{0};
+    std::atomic<bool> stopped_{false};
+};
+
+// ------------------------------------------------------------------------------------ selftest
+
+/// A minimal blocking protocol client for the selftest (a watchdog bounds the whole run).
+struct proto_client {
+    explicit proto_client(asio::io_context& io) : socket(io) {}
+    tcp::socket socket;
+    proto::reply_decoder dec;
+    std::string rx;
+
+    /// The next reply, copied out as "KIND|field|payload" text for easy checks.
+    std::string next() {
+        for (;;) {
+            auto r = dec.decode(std::string_view(rx));
+            std::string out;
+            if (r.status == proto::decode_status::good) {
+                if (auto* m = std::get_if<proto::deliver_msg>(&r.message)) {
+                    out = "MSG|" + m->from.to_string() + "|" + std::string(m->payload);
+                } else if (auto* b = std::get_if<proto::body_msg>(&r.message)) {
+                    out = std::string("BODY|") + std::string(proto::to_string(b->kind)) + "|" +
+                          std::string(b->json);
+                } else if (auto* e = std::get_if<proto::err_msg>(&r.message)) {
+                    out = "ERR|" + std::string(proto::to_string(e->code)) + "|";
+                } else {
+                    out = "OTHER||";
+                }
+            } else if (r.status == proto::decode_status::bad) {
+                out = "BAD||";
+            }
+            rx.erase(0, r.consumed);
+            if (!out.empty()) {
+                return out;
+            }
+            char buf[4096];
+            std::error_code ec;
+            const std::size_t n = socket.read_some(asio::buffer(buf), ec);
+            if (ec) {
+                return "EOF||";
+            }
+            rx.append(buf, n);
+        }
+    }
+};
+
+std::string read_line(tcp::socket& s, asio::streambuf& buf) {
+    std::error_code ec;
+    asio::read_until(s, buf, '\n', ec);
+    if (ec) {
+        return {};
+    }
+    std::istream in(&buf);
+    std::string line;
+    std::getline(in, line);
+    return line;
+}
+
+int selftest() {
+    // Bound the whole run: a hang is a failure, not a stuck CI job.
+    std::thread([] {
+        std::this_thread::sleep_for(std::chrono::seconds(20));
+        std::fprintf(stderr, "selftest: timed out\n");
+        std::_Exit(1);
+    }).detach();
+
+    int failures = 0;
+    auto check = [&](bool ok, const char* what) {
+        std::printf("selftest: %s: %s\n", what, ok ? "ok" : "FAILED");
+        failures += ok ? 0 : 1;
+    };
+    host h(0, 0);
+    h.start(2);
+    asio::io_context cio;
+
+    // A protocol client joins through the registry port.
+    proto_client pc(cio);
+    pc.socket.connect(tcp::endpoint(asio::ip::address_v4::loopback(), h.registry_port()));
+    const std::string hello = "HELLO {\"name\":\"selftest\"}\r\n";
+    asio::write(pc.socket, asio::buffer(hello));
+    const std::string reply = pc.next();
+    check(reply.rfind("BODY|HELLO|", 0) == 0, "HELLO answered");
+    std::string my_id;
+    if (auto j = proto::parse_json(reply.substr(11), proto::limits{})) {
+        my_id = (*j).value("session", "");
+    }
+    check(my_id.size() == 32, "session id received");
+    const std::string welcome = pc.next();
+    check(welcome == "MSG|" + host_id.to_string() + "|welcome selftest", "on_open hook fired (welcome)");
+    check(h.opened() == 1, "open hook counted");
+
+    // An operator connects to the host's own port and uses its line protocol.
+    tcp::socket op(cio);
+    op.connect(tcp::endpoint(asio::ip::address_v4::loopback(), h.line_port()));
+    asio::streambuf obuf;
+    asio::write(op, asio::buffer(std::string("who\n")));
+    const std::string who1 = read_line(op, obuf);
+    const std::string who_end = read_line(op, obuf);
+    check(who1 == my_id + " selftest" && who_end == ".", "who lists the session");
+
+    asio::write(op, asio::buffer(std::string("say hello, registry\n")));
+    check(read_line(op, obuf) == "sent to 1", "say reached one session");
+    check(pc.next() == "MSG|" + host_id.to_string() + "|hello, registry", "broadcast arrived");
+
+    asio::write(op, asio::buffer("to " + my_id + " direct\n"));
+    check(read_line(op, obuf) == "ok", "to <id> routed");
+    check(pc.next() == "MSG|" + host_id.to_string() + "|direct", "routed message arrived");
+
+    // The client leaves; the close hook fires and the registry forgets it.
+    const std::string quit = "QUIT\r\n";
+    asio::write(pc.socket, asio::buffer(quit));
+    (void)pc.next();  // +OK bye
+    check(pc.next() == "EOF||", "server closed after QUIT");
+    bool closed = false;
+    for (int i = 0; i < 200 && !closed; ++i) {
+        closed = h.closed() == 1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    check(closed, "close hook fired");
+    asio::write(op, asio::buffer("to " + my_id + " late\n"));
+    check(read_line(op, obuf) == "error: stale_session", "stale id refused");
+    std::error_code ec;
+    op.close(ec);
+    h.shutdown();
+    std::printf("selftest: %s\n", failures == 0 ? "PASSED" : "FAILED");
+    return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::uint16_t line_port = 7421;
+    std::uint16_t registry_port = 7422;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--selftest") {
+            return selftest();
+        }
+        if ((a == "--port" || a == "--registry-port") && i + 1 < argc) {
+            const auto v = static_cast<std::uint16_t>(std::strtoul(argv[++i], nullptr, 10));
+            (a == "--port" ? line_port : registry_port) = v;
+        } else {
+            std::fprintf(stderr, "usage: %s [--port N] [--registry-port N] [--selftest]\n", argv[0]);
+            return 64;
+        }
+    }
+    try {
+        host h(line_port, registry_port);
+        h.start(2);
+        std::printf("operators: nc localhost %u (who | say <text> | to <id> <text>)\n"
+                    "registry clients: nc -C localhost %u (HELLO, SEND, ...)\n",
+                    h.line_port(), h.registry_port());
+        std::fflush(stdout);
+        asio::io_context sigio;
+        asio::signal_set signals(sigio, SIGINT, SIGTERM);
+        signals.async_wait([](std::error_code, int) {});
+        sigio.run();
+        h.shutdown();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 70;
+    }
+    return 0;
+}
