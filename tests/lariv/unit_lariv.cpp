@@ -189,7 +189,12 @@ TEST_CASE("the growth policy is tunable") {
 }
 
 TEST_CASE("options are validated") {
-    CHECK_THROWS_AS(Lariv<int>(Options{.buffer_capacity = 0}), std::invalid_argument);
+    CHECK_THROWS_AS(Lariv<int>(Options{.buffer_capacity = (std::size_t{1} << 31) + 1}),
+                    std::invalid_argument);
+    // 0 = automatic: 1024 for small elements, ~512 KiB buffers for large ones.
+    CHECK(Lariv<int>(Options{.buffer_capacity = 0}).node_capacity() == 1024);
+    CHECK(Lariv<std::array<char, 4096>>().node_capacity() == 64);
+    CHECK(Lariv<std::array<char, 1 << 20>>().node_capacity() == 16);
     CHECK_THROWS_AS(Lariv<int>(Options{.min_freed_ratio = 1.5}), std::invalid_argument);
     CHECK_THROWS_AS(Lariv<int>(Options{.min_freed_ratio = -0.1}), std::invalid_argument);
     Lariv<int> big(Options{.buffer_capacity = 1U << 20});

@@ -92,7 +92,9 @@ namespace lariv {
 
 /// Construction options. All have defaults; see the growth policy in the contract above.
 struct Options {
-    std::size_t buffer_capacity = 1024;  ///< elements per buffer, >= 1
+    /// Elements per buffer. 0 = automatic: 1024, or fewer for large elements so that a buffer
+    /// stays near 512 KiB (a power of two, at least 16): 64 for 4 KiB elements.
+    std::size_t buffer_capacity = 0;
     std::size_t max_buffers = 0;         ///< cap on buffers; 0 = as many as 32-bit slots allow
     std::uint32_t node_id = 0;           ///< stamped in every Index (bits 127..96)
     std::uint32_t tag = 0;               ///< stamped in every Index (bits 95..64), e.g. boot epoch
@@ -253,12 +255,12 @@ public:
     explicit Lariv(const Options& opt = {}, const Allocator& alloc = Allocator())
         : blocks_(alloc)
         , entries_(alloc)
-        , cap_(opt.buffer_capacity)
+        , cap_(opt.buffer_capacity != 0 ? opt.buffer_capacity : auto_capacity())
         , hi_((std::uint64_t{opt.node_id} << 32) | opt.tag)
         , batch_(std::max<std::size_t>(1, opt.claim_batch))
         , min_freed_ratio_(opt.min_freed_ratio) {
-        if (cap_ == 0 || cap_ > (std::size_t{1} << 31)) {
-            throw std::invalid_argument("lariv: buffer_capacity must be in [1, 2^31]");
+        if (cap_ > (std::size_t{1} << 31)) {
+            throw std::invalid_argument("lariv: buffer_capacity must be at most 2^31");
         }
         if (!(opt.min_freed_ratio >= 0.0 && opt.min_freed_ratio <= 1.0)) {
             throw std::invalid_argument("lariv: min_freed_ratio must be in [0, 1]");
@@ -532,6 +534,11 @@ private:
         atomic_t<std::uint64_t> removed{0};
     };
 
+    static constexpr std::size_t auto_capacity() noexcept {
+        constexpr std::size_t slot_bytes = sizeof(T) + sizeof(word_atomic);
+        constexpr std::size_t fit = (std::size_t{512} << 10) / slot_bytes;
+        return std::clamp<std::size_t>(std::bit_floor(std::max<std::size_t>(fit, 1)), 16, 1024);
+    }
     static constexpr std::size_t round_up(std::size_t n, std::size_t a) noexcept {
         return (n + a - 1) / a * a;
     }
