@@ -662,7 +662,11 @@ private:
             const std::uint64_t pos = s & 0xFFFF'FFFFULL;
             const std::uint64_t lap = s >> 32;
             if (pos < ring) {
-                const std::uint64_t end = std::min<std::uint64_t>(pos + batch_, ring);
+                // A batch is at most an eighth of the ring, so on a small ring several threads
+                // can hold batches at once instead of the first one holding the whole lap (which
+                // made every other inserter see a lap end and grow the ring).
+                const std::uint64_t batch = std::clamp<std::uint64_t>(ring / 8, 1, batch_);
+                const std::uint64_t end = std::min<std::uint64_t>(pos + batch, ring);
                 if (sweep_.compare_exchange_weak(s, (lap << 32) | end, std::memory_order_acq_rel,
                                                  std::memory_order_relaxed)) {
                     pos_out = pos;
