@@ -137,6 +137,7 @@ void session::on_read(std::error_code ec, std::size_t n) {
     last_input_ = clock::now();
     outstanding_pings_ = 0;  // any input proves the peer is alive
     std::string_view in(rbuf_.data(), n);
+    const bool grow = n == rbuf_.size() && rbuf_.size() < (64U << 10);
     while (!in.empty() && !closed_ && !closing_.load(std::memory_order_relaxed)) {
         auto r = decoder_.decode(in);
         in.remove_prefix(r.consumed);
@@ -163,6 +164,9 @@ void session::on_read(std::error_code ec, std::size_t n) {
         decoder_.shrink();
     } else if (frame_started_ == clock::time_point{}) {
         frame_started_ = last_input_;
+    }
+    if (grow) {
+        rbuf_.resize(rbuf_.size() * 2);  // `in` is consumed: the old bytes are no longer needed
     }
     do_read();
 }

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
@@ -93,7 +94,9 @@ private:
 
     // Read side (strand only).
     protocol::command_decoder decoder_;
-    std::array<char, 16 * 1024> rbuf_{};
+    // Read buffer: starts small (idle sessions are the common case) and doubles, up to 64 KiB,
+    // whenever a read fills it (bulk senders).
+    std::vector<char> rbuf_ = std::vector<char>(2048);
     std::string name_;
     bool admin_ = false;
     bool verbose_ = false;
