@@ -194,6 +194,14 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
             }
             limit = *v;
         }
+        // name=<text>: only sessions whose HELLO name contains the text (as nats-server's
+        // /connz filters); the filter applies to both the paged and the sorted form.
+        std::function<bool(const session&)> keep;
+        if (auto nm = query.find("name"); nm != query.end() && !nm->second.empty()) {
+            keep = [want = nm->second](const session& s) {
+                return s.name().find(want) != std::string::npos;
+            };
+        }
         nlohmann::json j;
         j["now_sessions"] = reg.size();
         if (auto srt = query.find("sort"); srt != query.end()) {
@@ -211,7 +219,7 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
             }
             std::vector<protocol::session_info> all;
             reg.for_each([&](session& s) {
-                if (s.handshaken()) {
+                if (s.handshaken() && (!keep || keep(s))) {
                     all.push_back(s.info());
                 }
                 return true;
@@ -239,7 +247,7 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
                     return {400, "text/plain", "after must be a session id (32 hex digits)\n"};
                 }
             }
-            const auto page = reg.list(after, static_cast<std::uint32_t>(limit));
+            const auto page = reg.list(after, static_cast<std::uint32_t>(limit), keep);
             j["sessions"] = page.sessions;
             j["next"] = page.next ? nlohmann::json(page.next->to_string()) : nlohmann::json(nullptr);
         }

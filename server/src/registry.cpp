@@ -211,7 +211,8 @@ void registry::for_each(const std::function<bool(session&)>& f, std::uint32_t fi
 }
 
 protocol::list_page registry::list(std::optional<protocol::session_id> after,
-                                   std::uint32_t limit) const {
+                                   std::uint32_t limit,
+                                   const std::function<bool(const session&)>& keep) const {
     protocol::list_page page;
     if (limit == 0 || limit > cfg_.limits.max_list) {
         limit = std::min<std::uint32_t>(cfg_.limits.max_list, 100);
@@ -226,7 +227,7 @@ protocol::list_page registry::list(std::optional<protocol::session_id> after,
     bool full = false;
     for_each(
         [&](session& s) {
-            if (!s.handshaken()) {
+            if (!s.handshaken() || (keep && !keep(s))) {
                 return true;
             }
             if (page.sessions.size() == limit) {

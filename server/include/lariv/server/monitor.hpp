@@ -2,7 +2,8 @@
 //   GET /healthz   200 "ok", or 503 "draining" as soon as a drain starts
 //   GET /metrics   Prometheus text format
 //   GET /connz     sessions as JSON: ?limit=N&after=<id> (slot-order paging) or
-//                  ?sort=age|msgs_in|msgs_out|queued&offset=N&limit=N (as nats-server's /connz)
+//                  ?sort=age|msgs_in|msgs_out|queued&offset=N&limit=N (as nats-server's /connz);
+//                  &name=<text> keeps sessions whose HELLO name contains <text>
 // HTTP/1.0-style: one request per connection, bounded request size and time.
 #pragma once
 

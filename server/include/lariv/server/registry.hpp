@@ -112,8 +112,11 @@ public:
     void for_each(const std::function<bool(session&)>& f, std::uint32_t first_slot = 0) const;
     /// One page of session infos after `after`, in slot order (a session shows at most once
     /// across pages while others come and go).
-    [[nodiscard]] protocol::list_page list(std::optional<protocol::session_id> after,
-                                           std::uint32_t limit) const;
+    /// `keep`, if given, filters the sessions (e.g. /connz?name=).
+    [[nodiscard]] protocol::list_page list(
+        std::optional<protocol::session_id> after,
+        std::uint32_t limit,
+        const std::function<bool(const session&)>& keep = {}) const;
 
     /// Connections whose socket is still open (registered or not, closing included): a drain is
     /// over when this reaches 0, not when size() does, since closing sessions still flush.
