@@ -108,6 +108,15 @@ code=$("${P[@]}" inspect "$name" --format '{{.State.ExitCode}}')
 say "stopped in $ms ms, exit code 0"
 "${P[@]}" rm "$name" >/dev/null
 
+say "README run command on a fresh debian:bookworm: scripts/run.sh --check-config"
+tar --exclude=./build --exclude=./.git -C "$root" -c . |
+  "${P[@]}" run -i --rm --network=host --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
+    docker.io/library/debian:bookworm \
+    sh -c 'mkdir /w && tar -x -C /w && cd /w && scripts/run.sh --check-config' >"$W/run.log" 2>&1 \
+  || { tail -20 "$W/run.log"; fail "scripts/run.sh on a fresh bookworm"; }
+grep -q "configuration ok" "$W/run.log" || fail "scripts/run.sh did not start larivd"
+say "scripts/run.sh installs, builds and starts larivd on a fresh bookworm"
+
 say "Debian package: build and install into a plain debian:bookworm container"
 scripts/package.sh >"$W/package.log" 2>&1 || { tail -20 "$W/package.log"; fail "package build"; }
 deb=$(ls build/deb/*.deb | head -1)
