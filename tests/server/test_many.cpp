@@ -80,7 +80,9 @@ TEST_CASE("1000 sessions route to each other then half reset abruptly: registry 
     }
     REQUIRE(eventually([&] { return s.reg().size() == static_cast<std::size_t>(n); }, scaled(2000ms)));
     const long rss1 = rss_kib();
-    CHECK(fd_count() >= fds0 + 2 * n);
+    // Each session holds a client and a server socket. A few descriptors of the baseline can be
+    // transient (a closing socket, a sanitizer's pipe), so allow a small slack below 2n.
+    CHECK(fd_count() >= fds0 + 2 * n - 4);
 
     // Routing: everyone to everyone else, in rounds.
     std::vector<int> all(n);
