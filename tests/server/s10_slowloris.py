@@ -16,26 +16,11 @@ import subprocess
 import sys
 import time
 
+from harness import SCALE, free_port, hello, rss_kib
+
 LARIVD = sys.argv[1]
 N = int(os.environ.get("S10_CONNECTIONS", "500"))
-SCALE = float(os.environ.get("LARIV_TIME_SCALE", "1"))
 FRAME_MS = 2000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def read_line(f):
@@ -43,17 +28,6 @@ def read_line(f):
     if not line:
         raise EOFError
     return line
-
-
-def hello(port, name):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10 * SCALE)
-    f = s.makefile("rb")
-    s.sendall(b'HELLO {"name":"%s"}\r\n' % name)
-    parts = read_line(f).split()
-    body = f.read(int(parts[1]))
-    f.readline()
-    sid = body.split(b'"session":"')[1][:32]
-    return s, f, sid
 
 
 def rtts(port, count):

@@ -16,61 +16,27 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
+
+import harness
+from harness import SCALE, free_port, rss_kib, wait_for
 
 LARIVD = sys.argv[1]
-SCALE = float(os.environ.get("LARIV_TIME_SCALE", "1"))
 SOAK = float(os.environ.get("SOAK_SECONDS", "40"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 PORT, MPORT = free_port(), free_port()
 
 
 def metric(name):
-    body = urllib.request.urlopen(f"http://127.0.0.1:{MPORT}/metrics", timeout=5).read().decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    raise KeyError(name)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return harness.metric(MPORT, name)
 
 
 def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def wait_for(pred, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
+    return harness.fd_count(pid)
 
 
 def hello(name=b"x"):
-    s = socket.create_connection(("127.0.0.1", PORT), timeout=10 * SCALE)
-    f = s.makefile("rb")
-    s.sendall(b'HELLO {"name":"%s"}\r\n' % name)
-    parts = f.readline().split()
-    body = f.read(int(parts[1]))
-    f.readline()
-    return s, f, body.split(b'"session":"')[1][:32]
+    return harness.hello(PORT, name)
 
 
 def s11(daemon):

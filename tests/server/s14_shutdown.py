@@ -13,16 +13,10 @@ import subprocess
 import sys
 import time
 
+from harness import free_port
+
 LARIVD = sys.argv[1]
 N = int(os.environ.get("S14_SESSIONS", "1000"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def main():

@@ -20,19 +20,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
+
+import harness
+from harness import SCALE, fd_count, free_port
 
 LARIVD = sys.argv[1]
 CYCLES = int(os.environ.get("S5_CYCLES", "30000"))
-SCALE = float(os.environ.get("LARIV_TIME_SCALE", "1"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 PORT, MPORT = free_port(), free_port()
@@ -40,11 +33,7 @@ LINGER0 = struct.pack("ii", 1, 0)
 
 
 def metric(name):
-    body = urllib.request.urlopen(f"http://127.0.0.1:{MPORT}/metrics", timeout=5).read().decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    raise KeyError(name)
+    return harness.metric(MPORT, name)
 
 
 class Conn:
@@ -146,10 +135,6 @@ def holder():
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     time.sleep(3600)
-
-
-def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def main():

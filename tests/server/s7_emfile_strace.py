@@ -14,16 +14,10 @@ import subprocess
 import sys
 import time
 
+from harness import free_port
+
 LARIVD = sys.argv[1]
 FAILS = 40
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def cpu_seconds(pid):
@@ -88,7 +82,7 @@ def main():
         os.unlink(trace_log)
         recovery = last_abs - max(injected)
         window = max(injected) - min(injected)
-        print(f"S7: {FAILS} injected EMFILE accepts; larivd CPU {cpu:.3f} s over {last:.1f} s; "
+        print(f"S7: EMFILE injected into accept calls 2..{FAILS + 1} of each thread; larivd CPU {cpu:.3f} s over {last:.1f} s; "
               f"{log_lines} accept-error log lines; healthy session "
               f"answered {pings_ok}/5 PINGs meanwhile; {len(injected)} failures over {window:.1f} s; "
               f"{answered}/100 pending clients answered, the last {recovery:.2f} s after the last "
