@@ -399,20 +399,18 @@ TEST_CASE("S9 write deadline: a stuck write past write_deadline_ms disconnects t
     CHECK(slow.wait_closed(scaled(3000ms)));
 }
 
-TEST_CASE("rate limit: SENDs over the per-session rate get rate_limited") {
-    auto cfg = test_config();
-    cfg.rate_limit = 20;
-    cfg.rate_burst = 5;
-    test_server s(cfg);
-    client a = s.connect_hello();
+namespace {
+/// Sends `n` tokened SENDs from `a` to itself in one write and counts the ACKs: {ok, rate_limited}.
+/// Any ACK error other than rate_limited fails the test.
+std::pair<int, int> send_burst_to_self(client& a, int n) {
     std::string out;
-    for (int i = 0; i < 30; ++i) {
+    for (int i = 0; i < n; ++i) {
         client::append_send(out, a.id(), "r", "r" + std::to_string(i));
     }
     REQUIRE(a.send_raw(out));
     int ok = 0;
     int limited = 0;
-    for (int i = 0; i < 30;) {
+    for (int i = 0; i < n;) {
         auto f = a.next(scaled(2000ms));
         if (f.what == kind::msg) {
             continue;
@@ -426,6 +424,18 @@ TEST_CASE("rate limit: SENDs over the per-session rate get rate_limited") {
             ++limited;
         }
     }
+    return {ok, limited};
+}
+
+}  // namespace
+
+TEST_CASE("rate limit: SENDs over the per-session rate get rate_limited") {
+    auto cfg = test_config();
+    cfg.rate_limit = 20;
+    cfg.rate_burst = 5;
+    test_server s(cfg);
+    client a = s.connect_hello();
+    const auto [ok, limited] = send_burst_to_self(a, 30);
     CHECK(ok >= 5);
     CHECK(ok <= 8);  // the burst, plus what refilled meanwhile
     CHECK(limited == 30 - ok);
@@ -447,20 +457,7 @@ TEST_CASE("rate limit: a new session starts with a full bucket (regression)") {
     cfg.rate_burst = 5;
     test_server s(cfg);
     client a = s.connect_hello();
-    std::string out;
-    for (int i = 0; i < 5; ++i) {
-        client::append_send(out, a.id(), "r", "r" + std::to_string(i));
-    }
-    REQUIRE(a.send_raw(out));
-    int ok = 0;
-    for (int i = 0; i < 5;) {
-        auto f = a.next(scaled(2000ms));
-        if (f.what == kind::msg) {
-            continue;
-        }
-        REQUIRE_MESSAGE(f.what == kind::ack, f.describe());
-        ++i;
-        ok += f.ack_error ? 0 : 1;
-    }
+    const auto [ok, limited] = send_burst_to_self(a, 5);
     CHECK(ok == 5);
+    CHECK(limited == 0);
 }
