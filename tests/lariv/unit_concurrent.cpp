@@ -6,6 +6,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
 #include <set>
 #include <thread>
 #include <vector>
@@ -19,6 +22,92 @@ using namespace lariv::test;
 using namespace std::chrono_literals;
 
 TEST_SUITE("unit") {
+
+// Threads use a Lariv from a thread_local destructor that runs after the thread handed its lane
+// number back (the object was constructed before the thread's first use of any Lariv, so it is
+// destroyed after the number's holder). Each such destructor overlaps with the next thread's body,
+// which (numbers are recycled) gets that same number. Before the fix both threads then bumped one
+// "owned" lane with plain load + store and lost increments: size() disagreed with the elements
+// actually present, even once everything was joined.
+namespace exit_order {
+struct shared_state {
+    Lariv<std::uint64_t>* l = nullptr;
+    std::atomic<bool> started[64] = {};   // thread k's body has started pushing
+    std::atomic<bool> in_dtor[64] = {};   // thread k is in its thread_local destructor
+    int threads = 0;
+    int per_thread = 0;
+};
+inline shared_state* g_state = nullptr;
+
+struct churner {
+    int k = -1;
+    ~churner() {
+        if (k < 0) {
+            return;
+        }
+        shared_state& s = *g_state;
+        s.in_dtor[k].store(true);
+        // Overlap with the next thread's body (it has the number this thread just handed back).
+        if (k + 1 < s.threads) {
+            while (!s.started[k + 1].load()) {
+                std::this_thread::yield();
+            }
+        }
+        std::vector<Index> mine;
+        mine.reserve(static_cast<std::size_t>(s.per_thread));
+        for (int j = 0; j < s.per_thread; ++j) {
+            mine.push_back(s.l->push(static_cast<std::uint64_t>(j)));
+            if (j % 2 == 1) {
+                (void)s.l->remove(mine[static_cast<std::size_t>(j - 1)]);
+            }
+        }
+    }
+};
+
+inline void body(int k) {
+    thread_local churner c;  // constructed before this thread's first use of a Lariv
+    c.k = k;
+    shared_state& s = *g_state;
+    s.started[k].store(true);
+    for (int j = 0; j < s.per_thread; ++j) {
+        (void)s.l->push(static_cast<std::uint64_t>(j));
+        if (j % 2 == 1) {
+            // Some removes in the body too: a fresh index, removed right away.
+            (void)s.l->remove(s.l->push(0));
+        }
+    }
+}
+}  // namespace exit_order
+
+TEST_CASE("a Lariv used from thread_local destructors at thread exit keeps exact counts") {
+    Lariv<std::uint64_t> l(Options{.buffer_capacity = 256});
+    exit_order::shared_state s;
+    s.l = &l;
+    s.threads = 12;
+    s.per_thread = 40000;
+    exit_order::g_state = &s;
+    (void)l.push(1);  // this thread holds a number too
+    std::vector<std::thread> ts;
+    for (int k = 0; k < s.threads; ++k) {
+        ts.emplace_back(exit_order::body, k);
+        // Start the next thread only once this one handed its number back and is in its
+        // thread_local destructor, so the next one is given that number.
+        while (!s.in_dtor[k].load()) {
+            std::this_thread::yield();
+        }
+    }
+    for (auto& t : ts) {
+        t.join();
+    }
+    std::size_t present = 0;
+    l.for_each([&](const Index&, const std::uint64_t&) { ++present; });
+    // 1 + per thread: per_thread pushes in the body, per_thread - per_thread/2 in the destructor.
+    const auto expected = static_cast<std::size_t>(
+        1 + s.threads * (s.per_thread + s.per_thread - s.per_thread / 2));
+    CHECK(present == expected);
+    CHECK(l.size() == present);
+    exit_order::g_state = nullptr;
+}
 TEST_CASE("remove does not wait for a guard held by another thread") {
     const auto alive0 = tracked_alive();
     Lariv<tracked> l(Options{.buffer_capacity = 2});

@@ -4,10 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <array>
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test_support.hpp"
@@ -201,7 +204,7 @@ TEST_CASE("options are validated") {
     CHECK(big.max_node_count() == 0xFFFFFFFFULL / (1U << 20));
 }
 
-TEST_CASE("a guard holds off destruction; the last guard destroys") {
+TEST_CASE("a guard holds off destruction: the last guard destroys") {
     const auto alive0 = tracked_alive();
     {
         Lariv<tracked> l(Options{.buffer_capacity = 2});
@@ -218,10 +221,20 @@ TEST_CASE("a guard holds off destruction; the last guard destroys") {
         CHECK(tracked_alive() == alive0 + 1);
         r2.reset();  // the last guard destroys it
         CHECK(tracked_alive() == alive0);
-        // The slot is free again under a new generation.
-        const Index j = l.emplace(8);
-        CHECK(j.slot() == i.slot());
+        // The slot is free again under a new generation. Claim batches may hand out other free
+        // slots first, so push until one lands in i's slot (bounded), then drop the others.
+        Index j = l.emplace(8);
+        std::vector<Index> others;
+        for (int k = 0; k < 64 && j.slot() != i.slot(); ++k) {
+            others.push_back(j);
+            j = l.emplace(8);
+        }
+        REQUIRE(j.slot() == i.slot());
         CHECK(j.generation() != i.generation());
+        CHECK_FALSE(l.get(i));  // the old index does not reach the new element
+        for (const Index& o : others) {
+            CHECK(l.remove(o));
+        }
         auto w = l.get_mut(j);
         CHECK(l.remove(j));
         CHECK(tracked_alive() == alive0 + 1);
@@ -289,6 +302,114 @@ TEST_CASE("move-only, 4 KiB and throwing types work") {
         CHECK(l.size() == 1);
         CHECK(tracked_alive() == alive0 + 1);
     }
+}
+
+namespace {
+/// Move-only; its move constructor throws while `fail_moves` is set, leaving its source intact
+/// (the strong guarantee of its own). Carries a tracked member to count leaks.
+struct throwing_move {
+    static inline bool fail_moves = false;
+    explicit throwing_move(std::uint64_t v) : t(v) {}
+    throwing_move(throwing_move&& o) : t(o.t.checked()) {  // NOLINT: throws on purpose
+        if (fail_moves) {
+            throw std::runtime_error("move failed");
+        }
+    }
+    throwing_move(const throwing_move&) = delete;
+    throwing_move& operator=(const throwing_move&) = delete;
+    throwing_move& operator=(throwing_move&&) = delete;
+    ~throwing_move() = default;
+    tracked t;
+};
+}  // namespace
+
+TEST_CASE("take gives the strong guarantee when the move constructor throws") {
+    const auto alive0 = tracked_alive();
+    const auto bad0 = tracked_bad.load();
+    {
+        Lariv<throwing_move> l(Options{.buffer_capacity = 4});
+        const Index i = l.emplace(77);
+        const Index other = l.emplace(5);
+        CHECK(l.size() == 2);
+        throwing_move::fail_moves = true;
+        CHECK_THROWS_AS((void)l.take(i), std::runtime_error);
+        throwing_move::fail_moves = false;
+        // Still there, at the same index, with its value; the failed take counted no removal.
+        CHECK(l.contains(i));
+        CHECK(l.size() == 2);
+        {
+            auto g = l.get(i);
+            REQUIRE(g);
+            CHECK(g->t.checked() == 77);
+        }
+        {
+            auto w = l.get_mut(i);  // no pin was left behind: an exclusive guard is free
+            CHECK(w);
+        }
+        CHECK(tracked_alive() == alive0 + 2);
+        int visited = 0;
+        l.for_each([&](const Index& x, const throwing_move& v) {
+            ++visited;
+            CHECK((x == i ? v.t.checked() == 77 : v.t.checked() == 5));
+        });
+        CHECK(visited == 2);
+        // Fails again, then succeeds.
+        throwing_move::fail_moves = true;
+        CHECK_THROWS_AS((void)l.take(i), std::runtime_error);
+        throwing_move::fail_moves = false;
+        auto got = l.take(i);
+        REQUIRE(got);
+        CHECK(got->t.checked() == 77);
+        CHECK_FALSE(l.contains(i));
+        CHECK_FALSE(l.take(i));
+        CHECK(l.size() == 1);
+        CHECK(tracked_alive() == alive0 + 2);  // `got` and `other`; the moved-from one is gone
+        got.reset();
+        CHECK(tracked_alive() == alive0 + 1);
+        // The slot is reused as usual afterwards.
+        CHECK(l.remove(other));
+        CHECK(l.size() == 0);
+        CHECK(tracked_alive() == alive0);
+        (void)l.emplace(9);
+    }
+    CHECK(tracked_alive() == alive0);
+    CHECK(tracked_bad.load() == bad0);
+}
+
+TEST_CASE("a take that throws hides the element only while it runs") {
+    Lariv<throwing_move> l(Options{.buffer_capacity = 4});
+    const Index i = l.emplace(3);
+    auto g = l.get(i);  // the take waits for this guard
+    throwing_move::fail_moves = true;
+    std::atomic<int> state{0};  // 1 = take started, 2 = take threw
+    std::thread t([&] {
+        state.store(1);
+        try {
+            (void)l.take(i);
+        } catch (const std::runtime_error&) {
+            state.store(2);
+        }
+    });
+    while (state.load() == 0) {
+        std::this_thread::yield();
+    }
+    while (l.contains(i)) {  // the take has won the kill: the element is unreachable...
+        std::this_thread::yield();
+    }
+    CHECK_FALSE(l.remove(i));  // ...so a concurrent remove misses (documented)
+    g.reset();                 // the take proceeds, its move throws, the element is put back
+    t.join();
+    throwing_move::fail_moves = false;
+    CHECK(state.load() == 2);
+    CHECK(l.contains(i));
+    {
+        auto back = l.get(i);
+        REQUIRE(back);
+        CHECK(back->t.checked() == 3);
+    }
+    CHECK(l.size() == 1);
+    CHECK(l.remove(i));
+    CHECK(l.size() == 0);
 }
 
 TEST_CASE("the destructor destroys live elements and frees every buffer") {

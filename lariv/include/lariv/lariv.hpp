@@ -28,12 +28,18 @@
 //       is not destroyed.
 //   remove(index) -> bool
 //       Lock-free, never waits. Of several threads removing (or taking) the same index, exactly
-//       one gets true. If guards are held, the element becomes unreachable at once (new lookups
-//       fail) and its destruction is deferred: the thread that releases the last guard runs ~T.
+//       one gets true (or the value; a take whose move throws wins nothing, see take). If guards
+//       are held, the element becomes unreachable at once (new lookups fail) and its destruction
+//       is deferred: the thread that releases the last guard runs ~T.
 //   take(index) -> std::optional<T>
 //       Exactly one of several removers/takers of an index wins. The element becomes unreachable
 //       at once; the taker then waits for guards that were already held to be released, and moves
-//       the value out. (Calling take() while this thread holds a guard on that element deadlocks.)
+//       the value out. Strong guarantee: if T's move constructor throws, the element is put back
+//       at the same index (same generation) as the move constructor left it (unchanged if that
+//       constructor has the strong guarantee itself), no removal is counted, and the exception
+//       propagates. While the take runs, others see the element absent: a get/contains/remove/take
+//       of it meanwhile misses, and one that misses is not retried when the element comes back.
+//       (Calling take() while this thread holds a guard on that element deadlocks: see below.)
 //   for_each(f, first_slot = 0)
 //       Visits live elements in slot order, each under a ReadGuard, while others push and remove.
 //       Weakly consistent: an element present for the whole walk is visited exactly once; one
@@ -42,6 +48,21 @@
 //   node_count() are exact snapshots of monotonic values.
 //   The destructor destroys every live element and frees every buffer; it needs quiescence (no
 //   concurrent call, no guard alive).
+//   Any thread may use a container at any time of its life, including from thread_local and
+//   static destructors at thread or process exit (see I11).
+//
+// Self-deadlocks (the caller's error; they spin forever in release builds)
+//   A thread must not wait for a guard it holds itself:
+//     - get_mut(i) (or take(i)) on the element that this thread's for_each is visiting (its
+//       ReadGuard is held while f runs);
+//     - get(i), get_mut(i) or for_each reaching an element while this thread holds a WriteGuard
+//       on it; get_mut(i) while this thread holds a ReadGuard on it;
+//     - take(i) while this thread holds any guard on that element.
+//   Debug builds (NDEBUG not defined) detect these when the wait begins and fail an assert whose
+//   message starts "lariv: self-deadlock:" and names the call. They keep a small thread_local
+//   record of the slots this thread holds guards on or visits (detail::held_slots); with NDEBUG
+//   it does not exist and the paths are unchanged. The record assumes a guard is released by
+//   the thread that took it (see held_slots for what a guard handed between threads does).
 //
 // Non-guarantees
 //   - Iteration is not a snapshot; size() is not linearizable.
@@ -66,12 +87,25 @@
 //       while it held n.
 //   I10 The sweep cursor and the per-lane hints only steer the search; ownership of a slot is
 //       decided by the CAS in slot_protocol::try_claim alone, so stale hints are harmless.
+//   I11 An owned lane (lane[n], n < lanes - 1) has one writer of its counters at a time: the one
+//       live holder of thread number n. A thread's number state (detail::tls_thread_number) is
+//       constant-initialised and trivially destructible, so it is valid until the thread ends,
+//       whatever the destruction order of its other thread_locals, and it only moves forward:
+//       unnumbered -> n -> released. A thread hands n back at exit and then, if it still uses a
+//       Lariv (thread_local destructors that run later), it uses the shared lane with atomic adds
+//       and never takes a number again. [T1] (thread_numbers' mutex) orders the bumps of
+//       successive holders of one number.
+//
+// Synchronisation pairs: [P1]-[P8] are in detail/slot.hpp ([P8]: take's revive). Container:
+//   [G1] directory entry store (release) -> [G2] lookup (acquire); [G3] buffer count (release) ->
+//   [G4] sweep (acquire); [T1] thread_numbers mutex: release() -> a later acquire() of the number.
 // ================================================================================================
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -122,6 +156,10 @@ namespace detail {
 /// Small per-thread numbers, handed out at a thread's first use of any Lariv and taken back when
 /// the thread exits, so the live threads of a process hold distinct numbers 0, 1, 2, ... and a
 /// thread owns lane[number] of every container exclusively (while number < lanes - 1).
+///
+/// [T1] The mutex orders a number's owners: the previous owner's plain load + store bumps of its
+/// lane counters (all before its release(), in program order) happen-before the next owner's,
+/// which come after its acquire() of the same number.
 class thread_numbers {
 public:
     std::size_t acquire() {
@@ -131,11 +169,13 @@ public:
             free_.pop_back();
             return n;
         }
-        return next_++;
+        const std::size_t n = next_++;
+        free_.reserve(next_);  // release() then never allocates (it runs in a destructor)
+        return n;
     }
-    void release(std::size_t n) {
+    void release(std::size_t n) noexcept {
         std::lock_guard lk(mu_);
-        free_.push_back(n);
+        free_.push_back(n);  // capacity was reserved by acquire(): no allocation, no throw
     }
     /// Never destroyed: a thread may exit after static destructors ran.
     static thread_numbers& instance() {
@@ -149,19 +189,122 @@ private:
     std::size_t next_ = 0;
 };
 
-struct thread_number_holder {
-    std::size_t value = thread_numbers::instance().acquire();
-    thread_number_holder() = default;
-    thread_number_holder(const thread_number_holder&) = delete;
-    thread_number_holder& operator=(const thread_number_holder&) = delete;
-    ~thread_number_holder() { thread_numbers::instance().release(value); }
+/// This thread's number, or one of two markers. The variable is constant-initialised and
+/// trivially destructible, so it is valid for the thread's whole life, whatever the order in
+/// which the thread's other thread_local objects are destroyed (it is never "destroyed" before
+/// them). Its life: unnumbered -> a number (first use) -> released (thread exit; final).
+inline constexpr std::size_t unnumbered = ~std::size_t{0};
+/// After this thread handed its number back: it uses the shared lane (any value >= lanes - 1
+/// does) with atomic adds, and never takes a number again.
+inline constexpr std::size_t released_number = ~std::size_t{0} - 1;
+inline constinit thread_local std::size_t tls_thread_number = unnumbered;
+
+/// Hands the number back at thread exit. It is constructed at the thread's first use of a Lariv,
+/// so thread_local objects constructed earlier are destroyed after it; those that use a Lariv in
+/// their destructors then find `released_number` and use the shared lane. Before this fix, they
+/// kept using the handed-back number, which a newly started thread could hold at the same time:
+/// two threads on one owned lane, whose load + store bumps lose increments.
+struct thread_number_releaser {
+    thread_number_releaser() = default;
+    thread_number_releaser(const thread_number_releaser&) = delete;
+    thread_number_releaser& operator=(const thread_number_releaser&) = delete;
+    ~thread_number_releaser() {
+        const std::size_t n = tls_thread_number;
+        tls_thread_number = released_number;  // first: from here on, the shared lane
+        if (n != unnumbered && n != released_number) {
+            thread_numbers::instance().release(n);
+        }
+    }
 };
 
-/// This thread's number (see thread_numbers). Taken once per thread, under a mutex.
-inline std::size_t this_thread_number() noexcept {
-    thread_local const thread_number_holder h;
-    return h.value;
+/// The slow path of this_thread_number: once per thread.
+[[gnu::noinline]] inline std::size_t take_thread_number() {
+    // Registered first, so that the number taken below is handed back at thread exit. (A thread
+    // whose first use of a Lariv is itself in a thread_local destructor still gets its releaser
+    // run: the C++ runtime runs destructors registered while the thread's destructors run.)
+    thread_local const thread_number_releaser releaser;
+    (void)releaser;
+    if (tls_thread_number == unnumbered) {
+        tls_thread_number = thread_numbers::instance().acquire();
+    }
+    return tls_thread_number;
 }
+
+/// This thread's number (see thread_numbers), or released_number once it was handed back at
+/// thread exit. Taken once per thread, under a mutex; afterwards one thread-local load.
+inline std::size_t this_thread_number() noexcept {
+    const std::size_t n = tls_thread_number;
+    if (n != unnumbered) [[likely]] {
+        return n;
+    }
+    try {
+        return take_thread_number();
+    } catch (...) {  // no memory for the number registry: the shared lane is always correct
+        return released_number;
+    }
+}
+
+#ifndef NDEBUG
+/// Debug builds only (compiled out with NDEBUG): the slots this thread holds guards on or is
+/// visiting in for_each, so that a wait that only this thread could end is reported by an assert
+/// instead of spinning forever (see "Self-deadlocks" in the contract). Keyed by the slot word's
+/// address, unique among the slots of all live containers, and the element's generation. It is
+/// constant-initialised and trivially destructible, like tls_thread_number, so guards released by
+/// thread_local destructors find it intact. Only this thread reads or writes it: no
+/// synchronisation. It tracks up to 16 slots; guards beyond are not tracked (a self-deadlock on
+/// them is then missed, never falsely reported). It assumes a guard is released by the thread
+/// that took it: a guard handed to another thread and released there leaves this thread's entry
+/// behind, and a wait of this thread on that same element while another thread holds a conflicting
+/// guard on it would be reported as a self-deadlock. (Once the element is gone the generation no
+/// longer matches and the stale entry is ignored.)
+struct held_slots {
+    enum kind : unsigned { reader = 0, writer = 1, visit = 2 };
+    struct entry {
+        const void* word;
+        std::uint32_t gen;
+        std::uint32_t count[3];
+    };
+    static constexpr std::size_t capacity = 16;
+    entry e[capacity];
+    std::size_t n;
+
+    entry* find(const void* w) noexcept {
+        for (std::size_t k = 0; k < n; ++k) {
+            if (e[k].word == w) {
+                return &e[k];
+            }
+        }
+        return nullptr;
+    }
+    void add(const void* w, std::uint32_t g, kind k) noexcept {
+        entry* x = find(w);
+        if (x == nullptr) {
+            if (n == capacity) {
+                return;  // untracked
+            }
+            x = &e[n++];
+            *x = entry{w, g, {0, 0, 0}};
+        } else if (x->gen != g) {
+            *x = entry{w, g, {0, 0, 0}};  // a stale entry (its guard was released elsewhere)
+        }
+        ++x->count[k];
+    }
+    void drop(const void* w, kind k) noexcept {
+        entry* x = find(w);
+        if (x == nullptr || x->count[k] == 0) {
+            return;  // untracked (the record was full, or the guard came from another thread)
+        }
+        if (--x->count[k] == 0 && x->count[0] + x->count[1] + x->count[2] == 0) {
+            *x = e[--n];
+        }
+    }
+    std::uint32_t holds(const void* w, std::uint32_t g, kind k) noexcept {
+        const entry* x = find(w);
+        return x == nullptr || x->gen != g ? 0 : x->count[k];
+    }
+};
+inline constinit thread_local held_slots tls_held_slots{};
+#endif
 }  // namespace detail
 
 template <class T, class Traits = DefaultTraits, class Allocator = std::allocator<T>>
@@ -232,6 +375,10 @@ public:
         /// Releases the guard now (destroying the element if it was removed and this was the last).
         void reset() noexcept {
             if (word_ != nullptr) {
+#ifndef NDEBUG
+                detail::tls_held_slots.drop(word_, Exclusive ? detail::held_slots::writer
+                                                             : detail::held_slots::reader);
+#endif
                 if (protocol::unpin(*word_, Exclusive)) {
                     destroy_slot(*word_, value_);  // I4: the last pin of a DEAD slot destroys
                 }
@@ -242,9 +389,14 @@ public:
 
     private:
         friend class Lariv;
-        basic_guard(word_atomic* w, T* v) noexcept
+        basic_guard(word_atomic* w, T* v, [[maybe_unused]] std::uint32_t g) noexcept
             : word_(w)
-            , value_(v) {}
+            , value_(v) {
+#ifndef NDEBUG
+            detail::tls_held_slots.add(w, g, Exclusive ? detail::held_slots::writer
+                                                       : detail::held_slots::reader);
+#endif
+        }
         word_atomic* word_ = nullptr;
         T* value_ = nullptr;
     };
@@ -390,8 +542,8 @@ public:
     /// Lock-free unless a WriteGuard is held on that element, which it waits for.
     [[nodiscard]] ReadGuard get(Index i) const noexcept {
         auto [w, v] = resolve(i);
-        if (w != nullptr && pin(*w, i.generation(), false)) {
-            return ReadGuard(w, v);
+        if (w != nullptr && pin<waiter::get>(*w, i.generation())) {
+            return ReadGuard(w, v, i.generation());
         }
         return {};
     }
@@ -400,8 +552,8 @@ public:
     /// Waits while other guards are held on that element.
     [[nodiscard]] WriteGuard get_mut(Index i) noexcept {
         auto [w, v] = resolve(i);
-        if (w != nullptr && pin(*w, i.generation(), true)) {
-            return WriteGuard(w, v);
+        if (w != nullptr && pin<waiter::get_mut>(*w, i.generation())) {
+            return WriteGuard(w, v, i.generation());
         }
         return {};
     }
@@ -441,27 +593,44 @@ public:
 
     /// Removes the element at `i` and returns it. Exactly one of several concurrent
     /// removers/takers wins. Thread-safe; waits only for guards held before the take.
+    /// Strong guarantee: if T's move constructor throws, the element is put back (reachable again
+    /// at the same index, as the move constructor left it) and the exception propagates.
     [[nodiscard]] std::optional<T> take(Index i) {
         auto [w, v] = resolve(i);
         if (w == nullptr) {
             return std::nullopt;
         }
-        const detail::kill_result r = protocol::try_kill(*w, i.generation(), true);
+        const std::uint32_t g = i.generation();
+        const detail::kill_result r = protocol::try_kill(*w, g, true);
         if (!r.won) {
             return std::nullopt;
         }
-        lane& ln = my_lane();
-        bump(ln, ln.removed);
+#ifndef NDEBUG
+        check_self_wait<waiter::take>(*w, g);
+#endif
         protocol::wait_sole_pin(*w);
-        ReadGuard own(w, v);  // the taker's pin: its release destroys the moved-from value
-        return std::optional<T>(std::move(*v));
+        // Runs after the return value was move-constructed (locals are destroyed after the return
+        // object is initialised): counts the removal and drops the taker's pin, which destroys
+        // the moved-from value (I4). Disarmed if the move throws.
+        take_commit commit{this, w, v};
+        try {
+            // A prvalue: moved straight into the caller's object (no second move that could throw).
+            return std::optional<T>(std::in_place, std::move(*v));
+        } catch (...) {
+            commit.word = nullptr;
+            // DEAD(g, 1) -> LIVE(g, 0): the element is back at the same index (I5). Others saw it
+            // absent meanwhile (contract: take). Not counted as removed.
+            protocol::revive(*w, g);
+            throw;
+        }
     }
 
     // ------------------------------------------------------------------------------ iteration
 
     /// Calls f(Index, const T&) for live elements in slot order from `first_slot`, each under a
     /// ReadGuard. If f returns bool, false stops the walk. Weakly consistent (see the contract).
-    /// f must not call take() on the element it is given (its own guard would block the take).
+    /// f must not call take() or get_mut() on the element it is given (its own guard would block
+    /// them: a self-deadlock, reported by an assert in debug builds).
     template <class F>
     void for_each(F&& f, std::uint32_t first_slot = 0) const {
         const std::uint64_t count = nbuf_.load(std::memory_order_acquire) & ~growing_bit;
@@ -481,10 +650,13 @@ public:
                 continue;
             }
             const std::uint32_t g = detail::slot_word::gen(cur);
-            if (!pin(w, g, false)) {
+            if (!pin<waiter::for_each>(w, g)) {
                 continue;
             }
-            ReadGuard guard(&w, value_at(buf, off));
+            ReadGuard guard(&w, value_at(buf, off), g);
+#ifndef NDEBUG
+            const visit_mark mark(&w, g);  // debug: get_mut/take of this element would deadlock
+#endif
             const Index idx = Index::make(node_id(), tag(), g, static_cast<std::uint32_t>(s));
             if constexpr (std::is_invocable_r_v<bool, F&, const Index&, const T&>) {
                 if (!f(idx, *guard)) {
@@ -554,7 +726,7 @@ private:
     /// on the push/remove paths), an atomic add on the shared lane.
     void bump(const lane& l, atomic_t<std::uint64_t>& counter) const noexcept {
         // relaxed: statistics for size() and the growth rule; they publish nothing. On an owned
-        // lane this thread is the only writer, so load + store loses no increment.
+        // lane this thread is the only writer (I11), so load + store loses no increment.
         if (owns(l)) {
             counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         } else {
@@ -621,20 +793,87 @@ private:
         return {&word_at(buf, off), value_at(buf, off)};
     }
 
-    static bool pin(word_atomic& w, std::uint32_t g, bool exclusive) noexcept {
+    /// The operation that waits in pin() (or take's wait): a compile-time tag, so that the
+    /// debug self-deadlock check costs nothing in release builds.
+    enum class waiter { get, get_mut, for_each, take };
+
+    template <waiter Op>
+    static bool pin(word_atomic& w, std::uint32_t g) noexcept {
         detail::backoff bo;
         for (;;) {
-            switch (protocol::try_pin(w, g, exclusive)) {
+            switch (protocol::try_pin(w, g, Op == waiter::get_mut)) {
                 case detail::pin_result::ok:
                     return true;
                 case detail::pin_result::absent:
                     return false;
                 case detail::pin_result::busy:
+#ifndef NDEBUG
+                    check_self_wait<Op>(w, g);
+#endif
                     bo.pause();
                     break;
             }
         }
     }
+
+#ifndef NDEBUG
+    /// Debug builds: asserts that this thread is not about to wait for a pin it holds itself on
+    /// the element (w, g) (see "Self-deadlocks" in the contract). Called only where the wait has
+    /// begun (pin found the slot busy; take won the kill), so a guard of another thread is never
+    /// reported. Reads only this thread's record.
+    template <waiter Op>
+    static void check_self_wait(const word_atomic& w, std::uint32_t g) noexcept {
+        detail::held_slots& h = detail::tls_held_slots;
+        [[maybe_unused]] const bool visiting = h.holds(&w, g, detail::held_slots::visit) != 0;
+        [[maybe_unused]] const bool writing = h.holds(&w, g, detail::held_slots::writer) != 0;
+        [[maybe_unused]] const bool reading = h.holds(&w, g, detail::held_slots::reader) != 0;
+        if constexpr (Op == waiter::get) {
+            assert(!writing && "lariv: self-deadlock: get() of an element this thread holds a WriteGuard on");
+        } else if constexpr (Op == waiter::for_each) {
+            assert(!writing && "lariv: self-deadlock: for_each() reached an element this thread holds a WriteGuard on");
+        } else if constexpr (Op == waiter::get_mut) {
+            assert(!visiting && "lariv: self-deadlock: get_mut() of the element this thread is visiting in for_each");
+            assert(!writing && "lariv: self-deadlock: get_mut() of an element this thread already holds a WriteGuard on");
+            assert(!reading && "lariv: self-deadlock: get_mut() of an element this thread holds a ReadGuard on");
+        } else {
+            assert(!visiting && "lariv: self-deadlock: take() of the element this thread is visiting in for_each");
+            assert(!(writing || reading) && "lariv: self-deadlock: take() of an element this thread holds a guard on");
+        }
+    }
+
+    /// Debug builds: marks (w, g) as visited by this thread's for_each while f runs.
+    struct visit_mark {
+        const void* word;
+        visit_mark(const void* w, std::uint32_t g) noexcept : word(w) {
+            detail::tls_held_slots.add(w, g, detail::held_slots::visit);
+        }
+        visit_mark(const visit_mark&) = delete;
+        visit_mark& operator=(const visit_mark&) = delete;
+        ~visit_mark() { detail::tls_held_slots.drop(word, detail::held_slots::visit); }
+    };
+#endif
+
+    /// take()'s commit step once the value was moved out: see take().
+    struct take_commit {
+        Lariv* self;
+        word_atomic* word;
+        T* value;
+        take_commit(Lariv* s, word_atomic* w, T* v) noexcept
+            : self(s)
+            , word(w)
+            , value(v) {}
+        take_commit(const take_commit&) = delete;
+        take_commit& operator=(const take_commit&) = delete;
+        ~take_commit() {
+            if (word != nullptr) {
+                lane& ln = self->my_lane();
+                self->bump(ln, ln.removed);
+                if (protocol::unpin(*word, false)) {  // always: the taker's pin was the last
+                    destroy_slot(*word, value);
+                }
+            }
+        }
+    };
 
     static void destroy_slot(word_atomic& w, T* v) noexcept {
         std::destroy_at(v);

@@ -215,6 +215,50 @@ struct model_take : rl::test_suite<model_take, 2> {
     }
 };
 
+// (g) a take whose move throws puts the element back (revive [P8]) while another thread pins and
+// then removes: the failed move's write is visible to the next guard, the value is destroyed at
+// most once, and a revived slot is LIVE(1) with no pin left behind.
+struct model_take_revive : rl::test_suite<model_take_revive, 2> {
+    slot_model s;
+    bool killed_by_1 = false;
+    void before() { s.make_live(42); }
+    void thread(unsigned id) {
+        if (id == 0) {
+            const auto r = proto::try_kill(s.word, 1, true);
+            if (r.won) {
+                proto::wait_sole_pin(s.word);
+                s.value($) = 44;  // what the throwing move constructor did to its source
+                proto::revive(s.word, 1);
+            }
+        } else {
+            if (proto::try_pin(s.word, 1, false) == lariv::detail::pin_result::ok) {
+                const int v = s.value($);
+                RL_ASSERT(v == 42 || v == 44);
+                if (proto::unpin(s.word, false)) {
+                    s.destroy();
+                }
+            }
+            const auto r = proto::try_kill(s.word, 1, false);
+            killed_by_1 = r.won;
+            if (r.destroy_now) {
+                s.destroy();
+            }
+        }
+    }
+    void after() {
+        const auto w = s.word.load(std::memory_order_relaxed);
+        if (killed_by_1) {
+            RL_ASSERT(s.destroyed == 1);
+            RL_ASSERT(sw::state(w) == slot_state::free && sw::gen(w) == 2);
+        } else {
+            // The remove ran while the take had the element: it is back, unpinned, not destroyed.
+            RL_ASSERT(s.destroyed == 0);
+            RL_ASSERT(sw::state(w) == slot_state::live && sw::gen(w) == 1 && sw::pins(w) == 0);
+            RL_ASSERT(s.value($) == 44);
+        }
+    }
+};
+
 // (f) a stale pin racing reuse: an index of generation 1 never reads the generation-2 value, and
 // the reuse never writes under a reader (no validate-then-read).
 struct model_pin_reuse : rl::test_suite<model_pin_reuse, 2> {
@@ -321,6 +365,7 @@ bool all_models(unsigned iterations, bool quiet) {
     ok = both<model_pin_remove>("pin-vs-remove", iterations, quiet) && ok;
     ok = both<model_double_remove>("double-remove", iterations, quiet) && ok;
     ok = both<model_take>("take-vs-writer", iterations, quiet) && ok;
+    ok = both<model_take_revive>("take-throws-revive", iterations, quiet) && ok;
     ok = both<model_pin_reuse>("pin-vs-reuse", iterations, quiet) && ok;
     // The container model's state space is large (a bound-2 search takes ~7e6 iterations and
     // 90 s): random schedules only in the per-commit tier.
@@ -356,7 +401,7 @@ int main(int argc, char** argv) {
     struct {
         mutation m;
         const char* name;
-    } const list[] = {{mutation::release_stores, "release stores -> relaxed ([P2],[P6])"},
+    } const list[] = {{mutation::release_stores, "release stores -> relaxed ([P2],[P6],[P8])"},
                       {mutation::acquire_cas, "acquire CAS -> relaxed ([P1],[P3],[P4])"},
                       {mutation::rmw_relaxed, "unpin fetch_sub -> relaxed ([P5])"},
                       {mutation::acquire_loads, "acquire loads -> relaxed ([P7])"}};

@@ -17,20 +17,25 @@
 //   FREE(g) ----------------> CLAIMED(g) ------------> LIVE(g,p)  <-- try_pin / unpin [P3]/[P5]
 //     ^                          |                        |
 //     |        abandon [P6]      |                        | try_kill [P4] (remove / take)
-//     +--------------------------+                        v
-//     |                                               DEAD(g,p)   <-- unpin [P5]
-//     |              release_slot [P6]                    |
-//     +---------- FREE(next(g)) <-------------------------+  when p reaches 0: the thread that
+//     +--------------------------+                        v      ^
+//     |                                               DEAD(g,p)  | revive [P8]: a taker whose
+//     |              release_slot [P6]                    |      | move threw, holding the only
+//     +---------- FREE(next(g)) <-------------------------+      | pin: DEAD(g,1) -> LIVE(g,0)
+//                                                            when p reaches 0: the thread that
 //                                                            made it 0 destroys the value first
 //
 // Invariants (checked by asserts in debug builds and by the stress and relacy tests):
 //   I1  The generation changes only on DEAD -> FREE, and then to next(g) != g, never to 0.
 //   I2  An index (g, slot) resolves only while the word is LIVE with generation g: every access
 //       path (try_pin, try_kill) compares generation and state in the same CAS that takes effect.
-//   I3  Exactly one thread moves a slot LIVE -> DEAD for a given generation (the CAS in try_kill).
+//   I3  Of the threads killing a slot while it is LIVE(g), exactly one moves it LIVE -> DEAD (the
+//       CAS in try_kill). Only a revive (a take whose move threw) makes a generation LIVE again, and
+//       then the next kill is again won by exactly one thread.
 //   I4  The value is destroyed exactly once, by the thread whose transition left DEAD with p == 0:
 //       the killer if p was 0 at the kill, else the last unpinner.
-//   I5  No pin is taken on a slot that is not LIVE; so once DEAD, p only decreases.
+//   I5  No pin is taken on a slot that is not LIVE; so once DEAD, p only decreases. A DEAD slot
+//       leaves DEAD only with p == 0 (release_slot) or, by revive, with the taker's pin the only
+//       one (p == 1): then the taker alone owns the word and nobody else writes it.
 //   I6  Only the claimer writes a CLAIMED word (publish or abandon); nobody else changes it.
 //
 // Synchronisation pairs (labels are repeated at both ends in the code):
@@ -42,6 +47,8 @@
 //                                   the value happens-before its destruction or the next writer.
 //   [P6] release in release_slot -> [P1] acquire in try_claim: the old value's destructor
 //                                   finished before the next value is constructed in its place.
+//   [P8] release in revive       -> [P3]/[P4] acquire: whatever the taker's failed move did to
+//                                   the value is visible to the next guard, killer or destroyer.
 #pragma once
 
 #include <cstdint>
@@ -194,6 +201,17 @@ struct slot_protocol {
         while (w::pins(word.load(std::memory_order_acquire)) != 1) {
             bo.pause();
         }
+    }
+
+    /// For take(), when moving the value out threw: DEAD(g, 1) -> LIVE(g, 0). The caller won
+    /// try_kill(g, true) and returned from wait_sole_pin, so its pin is the only one and nobody
+    /// else writes the word (I5): a plain store suffices, and it drops the taker's pin. The
+    /// generation is kept (I1), so the element is reachable again at the same index.
+    static void revive(Atomic& word, std::uint32_t g) noexcept {
+        // [P8] release: the taker's accesses to the value (the failed move) happen-before the next
+        // pin [P3] or kill [P4] that acquires this word; the taker itself acquired the other
+        // guards' accesses in [P7].
+        word.store(w::make(g, slot_state::live), std::memory_order_release);
     }
 
     /// DEAD(g, 0) -> FREE(next(g)), after the value was destroyed (I1).
