@@ -111,11 +111,9 @@ public:
 
     /// Sends `text` to every registered session as a MSG from the host. Returns how many got it.
     int broadcast(const std::string& text) {
-        std::string frame;
-        proto::encode(frame, proto::deliver_msg{host_id, text});
         int n = 0;
-        registry_.for_each([&](srv::session& s) {
-            if (s.handshaken() && s.send_frame(frame) == srv::session::enqueue_result::ok) {
+        registry_.for_each([&](srv::session_base& s) {
+            if (s.routable() && s.deliver(host_id, text) == srv::deliver_result::ok) {
                 ++n;
             }
             return true;
@@ -126,9 +124,10 @@ public:
     /// The text of the `who` command.
     std::string who() const {
         std::string out;
-        registry_.for_each([&](srv::session& s) {
-            if (s.handshaken()) {
-                out += s.id().to_string() + " " + (s.name().empty() ? "-" : s.name()) + "\n";
+        registry_.for_each([&](srv::session_base& s) {
+            if (s.routable()) {
+                const auto name = s.info().name;
+                out += s.id().to_string() + " " + (name.empty() ? "-" : name) + "\n";
             }
             return true;
         });
@@ -148,8 +147,8 @@ public:
     }
 
 private:
-    static srv::config make_config() {
-        srv::config c;
+    static srv::registry_options make_config() {
+        srv::registry_options c;
         c.node_id = 21;
         c.max_sessions = 1000;
         c.registry_buffer = 64;

@@ -34,7 +34,8 @@ struct flags {
     std::optional<std::uint16_t> port, monitor_port;
     std::optional<std::uint32_t> node_id, boot_epoch, handshake_timeout_ms, frame_timeout_ms,
         heartbeat_ms, idle_timeout_ms, write_deadline_ms, rate_limit, rate_burst, drain_timeout_ms;
-    std::optional<std::size_t> max_sessions, max_queue_bytes, max_payload, max_line;
+    std::optional<std::size_t> max_sessions, max_queue_bytes, max_payload, max_line,
+        max_monitor_connections;
 };
 
 void add_flags(CLI::App& app, flags& f) {
@@ -42,6 +43,8 @@ void add_flags(CLI::App& app, flags& f) {
     app.add_option("-p,--port", f.port, "Client port (default 7411)");
     app.add_option("--monitor-address", f.monitor_address, "Monitoring address (default 127.0.0.1)");
     app.add_option("--monitor-port", f.monitor_port, "Monitoring port, 0 = off (default 7412)");
+    app.add_option("--max-monitor-connections", f.max_monitor_connections,
+                   "Concurrent monitoring connections; more get 503 (default 16)");
     app.add_option("-t,--threads", f.threads, "I/O threads (default: hardware concurrency)");
     app.add_option("--node-id", f.node_id, "Node id, bits 127..96 of session ids (default 1)");
     app.add_option("--boot-epoch", f.boot_epoch, "Boot epoch, bits 95..64 (default: start time)");
@@ -94,6 +97,7 @@ void apply_flags(config& c, const flags& f) {
     LARIV_FLAG(drain_timeout_ms)
     LARIV_FLAG(max_sessions)
     LARIV_FLAG(max_queue_bytes)
+    LARIV_FLAG(max_monitor_connections)
 #undef LARIV_FLAG
     if (f.max_payload || f.max_line) {
         nlohmann::json lim = nlohmann::json::object();
@@ -198,7 +202,7 @@ int main(int argc, char** argv) {
                 try {
                     const config next = resolve(config_file, f);
                     spdlog::set_level(spdlog::level::from_str(next.log_level));
-                    srv.reg().reload(next);
+                    srv.reload(next);  // the same validation and fd clamp as at start
                     spdlog::info("SIGHUP: reloaded log level and limits");
                 } catch (const std::exception& e) {
                     spdlog::error("SIGHUP: configuration rejected, keeping the old one: {}", e.what());

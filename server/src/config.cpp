@@ -21,6 +21,7 @@ std::string to_string(slow_consumer_policy p) {
     X(port)                      \
     X(monitor_address)           \
     X(monitor_port)              \
+    X(max_monitor_connections)   \
     X(threads)                   \
     X(node_id)                   \
     X(boot_epoch)                \
@@ -69,7 +70,7 @@ void read_value(const nlohmann::json& j, const char* key, T& out) {
 
 }  // namespace
 
-void config::validate() const {
+void registry_options::validate() const {
     if (max_sessions == 0) {
         throw config_error("config: max_sessions must be at least 1");
     }
@@ -81,6 +82,13 @@ void config::validate() const {
     }
     if (limits.max_line < 128 || limits.max_payload == 0 || limits.max_json < 256) {
         throw config_error("config: limits too small (max_line >= 128, max_json >= 256)");
+    }
+}
+
+void config::validate() const {
+    registry_options::validate();
+    if (max_monitor_connections == 0) {
+        throw config_error("config: max_monitor_connections must be at least 1");
     }
     if (accept_backoff_min_ms == 0 || accept_backoff_max_ms < accept_backoff_min_ms) {
         throw config_error("config: need 0 < accept_backoff_min_ms <= accept_backoff_max_ms");

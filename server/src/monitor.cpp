@@ -57,16 +57,23 @@ void metric(std::ostringstream& o, const char* name, const char* type, const cha
       << name << ' ' << v << '\n';
 }
 
-/// One HTTP exchange: read the request head, answer, close.
+}  // namespace
+
+/// One HTTP exchange: read the request head, answer, close. Counted in the monitor's
+/// connection count while it lives.
 class http_conn : public std::enable_shared_from_this<http_conn> {
 public:
-    http_conn(asio::ip::tcp::socket s, registry& reg)
+    http_conn(asio::ip::tcp::socket s, registry& reg, std::shared_ptr<monitor::conn_count> count)
         : socket_(std::move(s))
         , timer_(socket_.get_executor())
         , reg_(reg)
+        , count_(std::move(count))
         , buf_(max_request) {}
+    ~http_conn() { count_->open.fetch_sub(1, std::memory_order_relaxed); }
+    http_conn(const http_conn&) = delete;
+    http_conn& operator=(const http_conn&) = delete;
 
-    void start() {
+    void start(bool over_cap) {
         timer_.expires_after(std::chrono::seconds(5));
         timer_.async_wait([self = shared_from_this()](std::error_code ec) {
             if (!ec) {
@@ -74,15 +81,32 @@ public:
                 self->socket_.close(e);
             }
         });
+        if (over_cap) {
+            // Too many monitor connections: answer at once, without reading the request.
+            respond({503, "text/plain", "too many monitor connections\n"});
+            return;
+        }
         asio::async_read_until(socket_, buf_, "\r\n\r\n",
                                [self = shared_from_this()](std::error_code ec, std::size_t) {
                                    self->on_request(ec);
                                });
     }
+    /// Closes the connection (monitor::stop): its handlers then run as no-ops.
+    void close() {
+        asio::post(socket_.get_executor(), [self = shared_from_this()] {
+            self->stopped_ = true;
+            std::error_code e;
+            self->socket_.close(e);
+            self->timer_.cancel();
+        });
+    }
 
 private:
     void on_request(std::error_code ec) {
         monitor::response r;
+        if (stopped_) {
+            return;
+        }
         if (ec) {
             if (ec != asio::error::not_found) {  // not_found: the request head was too large
                 timer_.cancel();
@@ -100,6 +124,9 @@ private:
                 r = monitor::handle(reg_, target);
             }
         }
+        respond(r);
+    }
+    void respond(const monitor::response& r) {
         static const std::map<int, const char*> reasons = {
             {200, "OK"}, {400, "Bad Request"}, {404, "Not Found"}, {405, "Method Not Allowed"},
             {431, "Request Header Fields Too Large"}, {503, "Service Unavailable"}};
@@ -120,25 +147,50 @@ private:
     asio::ip::tcp::socket socket_;
     asio::steady_timer timer_;
     registry& reg_;
+    std::shared_ptr<monitor::conn_count> count_;
     asio::streambuf buf_;
     std::string out_;
+    bool stopped_ = false;
 };
 
-}  // namespace
-
-monitor::monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, registry& reg)
+monitor::monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, registry& reg,
+                 std::size_t max_connections)
     : ex_(ex)
-    , reg_(reg) {
+    , reg_(reg)
+    , count_(std::make_shared<conn_count>())
+    , max_connections_(max_connections) {
     listener_ = std::make_shared<listener>(
         ex, ep,
-        [this](asio::ip::tcp::socket s) { std::make_shared<http_conn>(std::move(s), reg_)->start(); },
+        [this](asio::ip::tcp::socket s) {
+            // Taken here, on the listener's strand; given back by ~http_conn.
+            const bool over = count_->open.fetch_add(1, std::memory_order_relaxed) >= max_connections_;
+            if (over) {
+                count_->refused.fetch_add(1, std::memory_order_relaxed);
+            }
+            auto c = std::make_shared<http_conn>(std::move(s), reg_, count_);
+            {
+                std::lock_guard lk(conns_mu_);
+                std::erase_if(conns_, [](const std::weak_ptr<http_conn>& w) { return w.expired(); });
+                conns_.push_back(c);
+            }
+            c->start(over);
+        },
         listener::options{});
 }
 
 monitor::~monitor() = default;
 
 void monitor::start() { listener_->start(); }
-void monitor::stop() { listener_->stop(); }
+void monitor::stop() {
+    listener_->stop();
+    std::lock_guard lk(conns_mu_);
+    for (auto& w : conns_) {
+        if (auto c = w.lock()) {
+            c->close();
+        }
+    }
+    conns_.clear();
+}
 std::uint16_t monitor::port() const noexcept { return listener_->port(); }
 
 monitor::response monitor::handle(registry& reg, const std::string& target) {
@@ -196,10 +248,10 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
         }
         // name=<text>: only sessions whose HELLO name contains the text (as nats-server's
         // /connz filters); the filter applies to both the paged and the sorted form.
-        std::function<bool(const session&)> keep;
+        std::function<bool(const session_base&)> keep;
         if (auto nm = query.find("name"); nm != query.end() && !nm->second.empty()) {
-            keep = [want = nm->second](const session& s) {
-                return s.name().find(want) != std::string::npos;
+            keep = [want = nm->second](const session_base& s) {
+                return s.info().name.find(want) != std::string::npos;
             };
         }
         nlohmann::json j;
@@ -218,8 +270,8 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
                 offset = *v;
             }
             std::vector<protocol::session_info> all;
-            reg.for_each([&](session& s) {
-                if (s.handshaken() && (!keep || keep(s))) {
+            reg.for_each([&](session_base& s) {
+                if (s.routable() && (!keep || keep(s))) {
                     all.push_back(s.info());
                 }
                 return true;
@@ -247,6 +299,8 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
                     return {400, "text/plain", "after must be a session id (32 hex digits)\n"};
                 }
             }
+            // Report the limit actually applied (the registry caps a page at max_list).
+            limit = reg.page_limit(static_cast<std::uint32_t>(limit));
             const auto page = reg.list(after, static_cast<std::uint32_t>(limit), keep);
             j["sessions"] = page.sessions;
             j["next"] = page.next ? nlohmann::json(page.next->to_string()) : nlohmann::json(nullptr);

@@ -1,119 +1,96 @@
+// The registry core: ids, admission, lookup, routing, drain and shutdown.
 #include "lariv/server/registry.hpp"
 
-#include <chrono>
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include <spdlog/spdlog.h>
 
 #include "lariv/server/session.hpp"
 
 namespace lariv::server {
 
-std::string_view to_string(close_reason r) noexcept {
-    switch (r) {
-        case close_reason::client_quit:
-            return "client_quit";
-        case close_reason::client_closed:
-            return "client_closed";
-        case close_reason::io_error:
-            return "io_error";
-        case close_reason::protocol_error:
-            return "protocol_error";
-        case close_reason::handshake_timeout:
-            return "handshake_timeout";
-        case close_reason::heartbeat_timeout:
-            return "heartbeat_timeout";
-        case close_reason::idle_timeout:
-            return "idle_timeout";
-        case close_reason::frame_timeout:
-            return "frame_timeout";
-        case close_reason::slow_consumer:
-            return "slow_consumer";
-        case close_reason::kicked:
-            return "kicked";
-        case close_reason::server_full:
-            return "server_full";
-        case close_reason::draining:
-            return "draining";
-        case close_reason::count_:
-            break;
-    }
-    return "unknown";
-}
-
-std::optional<protocol::error_code> error_for(close_reason r) noexcept {
-    using protocol::error_code;
-    switch (r) {
-        case close_reason::handshake_timeout:
-        case close_reason::heartbeat_timeout:
-        case close_reason::idle_timeout:
-        case close_reason::frame_timeout:
-            return error_code::timeout;
-        case close_reason::slow_consumer:
-            return error_code::slow_consumer;
-        case close_reason::kicked:
-            return error_code::not_authorized;
-        case close_reason::server_full:
-            return error_code::server_full;
-        case close_reason::draining:
-            return error_code::draining;
-        default:
-            return std::nullopt;  // the client left, or the stream is already broken
-    }
-}
-
+#ifdef LARIV_TEST_SEAMS
 namespace {
-config with_epoch(config c) {
-    if (c.boot_epoch == 0) {
-        // Seconds since the Unix epoch: a new value at each start, so ids never repeat across
-        // restarts of a node (unless two starts fall in the same second; set boot_epoch then).
-        const auto now = std::chrono::system_clock::now().time_since_epoch();
-        c.boot_epoch = static_cast<std::uint32_t>(
-            std::chrono::duration_cast<std::chrono::seconds>(now).count());
-        if (c.boot_epoch == 0) {
-            c.boot_epoch = 1;
-        }
+std::mutex seam_mu;
+std::function<void()> after_publish_seam;
+void after_publish() {
+    std::function<void()> f;
+    {
+        std::lock_guard lk(seam_mu);
+        f = after_publish_seam;
     }
-    return c;
+    if (f) {
+        f();
+    }
 }
 }  // namespace
+namespace testing {
+void set_after_publish(std::function<void()> f) {
+    std::lock_guard lk(seam_mu);
+    after_publish_seam = std::move(f);
+}
+}  // namespace testing
+#define LARIV_SEAM_AFTER_PUBLISH() after_publish()
+#else
+#define LARIV_SEAM_AFTER_PUBLISH() ((void)0)
+#endif
 
-registry::registry(asio::any_io_executor ex, const config& cfg, hooks h)
+namespace detail {
+
+thread_local const registry_core* hook_scope::core = nullptr;
+thread_local int hook_scope::depth = 0;
+
+namespace {
+
+std::uint32_t random_u32() {
+    std::random_device rd;  // getrandom(2) on Linux
+    return static_cast<std::uint32_t>(rd());
+}
+
+registry_options with_epoch(registry_options o) {
+    o.validate();
+    // A random epoch from the OS: no two starts of one node share it (with probability 2^-32
+    // per pair), unlike a clock-derived one that repeats for two starts within one second.
+    while (o.boot_epoch == 0) {
+        o.boot_epoch = random_u32();
+    }
+    return o;
+}
+
+}  // namespace
+
+id_codec::id_codec() {
+    std::random_device rd;
+    for (auto& k : key_) {
+        k = (std::uint64_t{rd()} << 32) | rd();
+    }
+}
+
+registry_core::registry_core(asio::any_io_executor ex, registry_options opts, hooks h)
     : ex_(std::move(ex))
-    , cfg_(with_epoch(cfg))
+    , opts_(with_epoch(std::move(opts)))
     , hooks_(std::move(h))
-    , sessions_(lariv::Options{.buffer_capacity = cfg_.registry_buffer,
-                               .node_id = cfg_.node_id,
-                               .tag = cfg_.boot_epoch}) {
-    reload(cfg_);
+    , sessions_(lariv::Options{.buffer_capacity = opts_.registry_buffer,
+                               .node_id = opts_.node_id,
+                               .tag = opts_.boot_epoch})
+    , grace_timer_(ex_) {
+    drain_linger_ms_.store(opts_.drain_timeout_ms, std::memory_order_relaxed);
+    reload(opts_);
 }
 
-registry::~registry() {
-    close_all(close_reason::draining);
-    // Drop the registry's references; sessions still running handlers keep themselves alive.
-    std::vector<lariv::Index> all;
-    sessions_.for_each([&](const lariv::Index& i, const std::shared_ptr<session>&) { all.push_back(i); });
-    for (const auto& i : all) {
-        (void)sessions_.take(i);
-    }
-}
+registry_core::~registry_core() = default;
 
-void registry::adopt(asio::ip::tcp::socket socket) {
-    stats_.accepted.fetch_add(1, std::memory_order_relaxed);
-    open_.fetch_add(1, std::memory_order_relaxed);  // released in session::finish_close
-    auto s = std::make_shared<session>(*this, std::move(socket));
-    if (draining()) {
-        s->refuse(protocol::error_code::draining, "server is draining");
-        return;
-    }
-    auto idx = add(s);
-    if (!idx) {
-        stats_.refused_full.fetch_add(1, std::memory_order_relaxed);
-        stats_.closed[static_cast<std::size_t>(close_reason::server_full)].fetch_add(1);
-        s->refuse(protocol::error_code::server_full, "max sessions reached");
-        return;
-    }
-    s->start(*idx);
-}
+// ------------------------------------------------------------------------------------ admission
+//
+// Admission vs drain (the "half-built session" defect): a session becomes visible only by the
+// seq_cst move accepted -> handshaking/live, made after its id is written; then admission reads
+// phase_ (seq_cst). A drain stores phase_ (seq_cst), then walks the sessions reading each state
+// (seq_cst). With all four seq_cst, either the walk sees the session visible (and drains it), or
+// the admission sees the drain (and drains the session itself), or both (drain is idempotent).
 
-std::optional<lariv::Index> registry::add(const std::shared_ptr<session>& s) {
+std::optional<lariv::Index> registry_core::publish(const std::shared_ptr<session_base>& e) {
     // Reserve a place under max_sessions first (relaxed: a counter, not a publication).
     std::size_t n = live_.load(std::memory_order_relaxed);
     do {
@@ -121,60 +98,162 @@ std::optional<lariv::Index> registry::add(const std::shared_ptr<session>& s) {
             return std::nullopt;
         }
     } while (!live_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
-    auto idx = sessions_.try_push(s);
+    auto idx = sessions_.try_push(e);
     if (!idx) {
         live_.fetch_sub(1, std::memory_order_relaxed);
+        return std::nullopt;
     }
+    // Still invisible (state accepted): nobody else reads id_ until the state move publishes it.
+    e->id_ = ids_.encode(*idx);
+    LARIV_SEAM_AFTER_PUBLISH();
     return idx;
 }
 
-void registry::remove(lariv::Index i) {
+void registry_core::admit(const std::shared_ptr<session>& s) {
+    stats_.accepted.fetch_add(1, std::memory_order_relaxed);
+    open_.fetch_add(1, std::memory_order_relaxed);  // released in connection_closed()
+    if (phase_.load(std::memory_order_seq_cst) != phase::running) {
+        s->refuse(protocol::error_code::draining, "server is draining");
+        return;
+    }
+    auto idx = publish(s);
+    if (!idx) {
+        stats_.refused_full.fetch_add(1, std::memory_order_relaxed);
+        stats_.closed[static_cast<std::size_t>(close_reason::server_full)].fetch_add(1);
+        s->refuse(protocol::error_code::server_full, "max sessions reached");
+        return;
+    }
+    s->start(*idx);  // writes index_, moves to handshaking (seq_cst), starts reading
+    switch (phase_.load(std::memory_order_seq_cst)) {
+        case phase::running:
+            break;
+        case phase::draining:
+            s->drain();
+            break;
+        case phase::stopped:
+            s->close(close_reason::shutdown);
+            break;
+    }
+}
+
+std::optional<protocol::session_id> registry_core::attach(std::shared_ptr<session_base> e) {
+    if (phase_.load(std::memory_order_seq_cst) != phase::running) {
+        return std::nullopt;
+    }
+    auto idx = publish(e);
+    if (!idx) {
+        stats_.refused_full.fetch_add(1, std::memory_order_relaxed);
+        return std::nullopt;
+    }
+    open_.fetch_add(1, std::memory_order_relaxed);  // released by detach()
+    stats_.attached.fetch_add(1, std::memory_order_relaxed);
+    e->state_.must_move(session_state::live, std::memory_order_seq_cst);
+    if (phase_.load(std::memory_order_seq_cst) != phase::running) {
+        e->drain();  // a drain or destruction started meanwhile: the host is told to close
+    }
+    return e->id_;
+}
+
+bool registry_core::detach(protocol::session_id id) {
+    const auto idx = ids_.decode(id);
+    // take(): exactly one detach of an id wins; later ones (and stale ids) find nothing.
+    auto taken = sessions_.take(idx);
+    if (!taken) {
+        return false;
+    }
+    auto& e = *taken;
+    if (!e->is_host()) {
+        // Not a host session: put nothing back (the Lariv-protocol session removes itself); this
+        // cannot happen through the public API since adopt() never hands out a Lariv-protocol
+        // session's id before it is visible, but be strict.
+        spdlog::error("registry: detach({}) of a Lariv-protocol session", id.to_string());
+    }
+    e->state_.move(session_state::closing);
+    e->state_.move(session_state::closed);
+    live_.fetch_sub(1, std::memory_order_relaxed);
+    stats_.closed[static_cast<std::size_t>(close_reason::client_closed)].fetch_add(1, std::memory_order_relaxed);
+    if (e->is_host()) {
+        connection_closed();
+    }
+    return true;
+}
+
+void registry_core::remove(const lariv::Index& i) {
     if (sessions_.remove(i)) {
         live_.fetch_sub(1, std::memory_order_relaxed);
     }
 }
 
-std::shared_ptr<session> registry::find(protocol::session_id id) const {
+void registry_core::connection_closed() {
+    // acq_rel: the last close publishes every session's final writes to the shutdown completion.
+    if (open_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+        phase_.load(std::memory_order_acquire) != phase::running) {
+        check_done();
+    }
+}
+
+// ----------------------------------------------------------------------------- lookup, routing
+
+std::shared_ptr<session_base> registry_core::find(protocol::session_id id) const {
     // Copy the shared_ptr under the guard and let the guard go: no I/O under a guard.
-    if (auto g = sessions_.get(to_index(id))) {
-        return *g;
+    if (auto g = sessions_.get(ids_.decode(id))) {
+        std::shared_ptr<session_base> s = *g;
+        if (s->visible()) {
+            return s;
+        }
     }
     return nullptr;
 }
 
-protocol::error_code registry::missing_reason(protocol::session_id id) const {
-    if (id.node() == cfg_.node_id && id.epoch() == cfg_.boot_epoch && id.generation() != 0 &&
-        id.slot() < sessions_.capacity()) {
-        return protocol::error_code::stale_session;
+std::optional<lariv::Index> registry_core::index_of(protocol::session_id id) const {
+    if (id.node() != opts_.node_id || id.epoch() != opts_.boot_epoch) {
+        return std::nullopt;
+    }
+    return ids_.decode(id);
+}
+
+std::optional<std::uint32_t> registry_core::slot_of(protocol::session_id id) const {
+    if (auto i = index_of(id)) {
+        return i->slot();
+    }
+    return std::nullopt;
+}
+
+protocol::error_code registry_core::missing_reason(protocol::session_id id) const {
+    if (id.node() == opts_.node_id && id.epoch() == opts_.boot_epoch) {
+        const auto i = ids_.decode(id);
+        if (i.generation() != 0 && i.slot() < sessions_.capacity()) {
+            return protocol::error_code::stale_session;
+        }
     }
     return protocol::error_code::unknown_session;
 }
 
-std::optional<protocol::error_code> registry::send(protocol::session_id to,
-                                                   protocol::session_id from,
-                                                   std::string_view payload) {
-    if (draining()) {
+std::optional<protocol::error_code> registry_core::send(protocol::session_id to,
+                                                        protocol::session_id from,
+                                                        std::string_view payload) {
+    if (phase_.load(std::memory_order_relaxed) != phase::running) {
         return protocol::error_code::draining;
     }
     auto target = find(to);
-    if (!target) {
+    if (!target || !target->routable()) {
         return missing_reason(to);
     }
     switch (target->deliver(from, payload)) {
-        case session::enqueue_result::ok:
+        case deliver_result::ok:
             stats_.msgs_out.fetch_add(1, std::memory_order_relaxed);
             stats_.bytes_routed.fetch_add(payload.size(), std::memory_order_relaxed);
             return std::nullopt;
-        case session::enqueue_result::queue_full:
+        case deliver_result::queue_full:
             stats_.queue_drops.fetch_add(1, std::memory_order_relaxed);
             return protocol::error_code::queue_full;
-        case session::enqueue_result::closed:
+        case deliver_result::closed:
             break;
     }
     return missing_reason(to);
 }
 
-bool registry::kick(protocol::session_id id, close_reason why) {
+bool registry_core::kick(protocol::session_id id, close_reason why) {
     auto s = find(id);
     if (!s) {
         return false;
@@ -183,22 +262,25 @@ bool registry::kick(protocol::session_id id, close_reason why) {
     return true;
 }
 
-void registry::for_each(const std::function<bool(session&)>& f, std::uint32_t first_slot) const {
+void registry_core::for_each(const std::function<bool(session_base&)>& f, std::uint32_t first_slot) const {
     // Collect a bounded batch of shared_ptrs under guards, then call f without any guard held.
-    std::vector<std::shared_ptr<session>> batch;
+    // The visibility check is seq_cst: it is the drain side of "admission vs drain".
+    std::vector<std::shared_ptr<session_base>> batch;
     std::uint32_t next = first_slot;
     bool more = true;
     while (more) {
         batch.clear();
         more = false;
         sessions_.for_each(
-            [&](const lariv::Index& i, const std::shared_ptr<session>& s) {
+            [&](const lariv::Index& i, const std::shared_ptr<session_base>& s) {
                 if (batch.size() == 256) {
                     more = true;
                     next = i.slot();
                     return false;
                 }
-                batch.push_back(s);
+                if (is_visible(s->state_.load(std::memory_order_seq_cst))) {
+                    batch.push_back(s);
+                }
                 return true;
             },
             next);
@@ -210,24 +292,26 @@ void registry::for_each(const std::function<bool(session&)>& f, std::uint32_t fi
     }
 }
 
-protocol::list_page registry::list(std::optional<protocol::session_id> after,
-                                   std::uint32_t limit,
-                                   const std::function<bool(const session&)>& keep) const {
+protocol::list_page registry_core::list(std::optional<protocol::session_id> after,
+                                        std::uint32_t limit,
+                                        const std::function<bool(const session_base&)>& keep) const {
     protocol::list_page page;
-    if (limit == 0 || limit > cfg_.limits.max_list) {
-        limit = std::min<std::uint32_t>(cfg_.limits.max_list, 100);
-    }
+    limit = page_limit(limit);
     // Slot order is a stable cursor: a session keeps its slot for life, so paging by
-    // "slot > after.slot" shows each session at most once while others come and go.
-    const std::uint32_t first = after ? after->slot() + 1 : 0;
-    if (after && after->slot() == 0xFFFFFFFFU) {
-        return page;
+    // "slot > after's slot" shows each session at most once while others come and go.
+    std::uint32_t first = 0;
+    if (after) {
+        const auto slot = slot_of(*after);
+        if (!slot || *slot == 0xFFFFFFFFU) {
+            return page;  // a cursor of another node or boot: nothing after it here
+        }
+        first = *slot + 1;
     }
     std::optional<protocol::session_id> last;
     bool full = false;
     for_each(
-        [&](session& s) {
-            if (!s.handshaken() || (keep && !keep(s))) {
+        [&](session_base& s) {
+            if (!s.routable() || (keep && !keep(s))) {
                 return true;
             }
             if (page.sessions.size() == limit) {
@@ -245,64 +329,231 @@ protocol::list_page registry::list(std::optional<protocol::session_id> after,
     return page;
 }
 
+std::uint32_t registry_core::page_limit(std::uint32_t requested) const noexcept {
+    // 0 = the default page (100); never more than max_list.
+    const std::uint32_t want = requested == 0 ? 100 : requested;
+    return std::max<std::uint32_t>(1, std::min<std::uint32_t>(want, opts_.limits.max_list));
+}
+
+// ------------------------------------------------------------------------------------ shutdown
+
+void registry_core::drain() {
+    phase expected = phase::running;
+    if (!phase_.compare_exchange_strong(expected, phase::draining, std::memory_order_seq_cst)) {
+        return;
+    }
+    for_each(
+        [](session_base& s) {
+            s.drain();
+            return true;
+        },
+        0);
+}
+
+void registry_core::close_all(close_reason why) {
+    for_each(
+        [why](session_base& s) {
+            s.close(why);
+            return true;
+        },
+        0);
+}
+
+void registry_core::async_shutdown(std::chrono::milliseconds grace, std::unique_ptr<shutdown_waiter> w) {
+    grace = std::max(grace, std::chrono::milliseconds(0));
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    bool start = false;
+    {
+        std::lock_guard lk(shut_mu_);
+        if (shutdown_done_) {
+            w->complete(done_ec_);
+            return;
+        }
+        waiters_.push_back(std::move(w));
+        // The first call starts the shutdown; a later one with an earlier deadline (stop() during
+        // a drain) brings the deadline forward. Timer calls are serialised by shut_mu_.
+        if (!shutdown_started_ || deadline < grace_timer_.expiry()) {
+            start = !shutdown_started_;
+            shutdown_started_ = true;
+            drain_linger_ms_.store(grace.count(), std::memory_order_relaxed);
+            grace_timer_.expires_at(deadline);
+            grace_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+                if (!ec) {
+                    self->on_grace_expired();
+                }
+            });
+        }
+    }
+    if (start) {
+        drain();
+    }
+    check_done();
+}
+
+void registry_core::on_grace_expired() {
+    {
+        std::lock_guard lk(shut_mu_);
+        if (shutdown_done_) {
+            return;
+        }
+        grace_expired_ = true;
+    }
+    spdlog::warn("shutdown grace over: closing {} connections now", open_connections());
+    close_all(close_reason::shutdown);
+    // Host sessions that did not detach in time are detached here, so the shutdown completes
+    // whatever the host does; a later detach() of theirs finds nothing and returns false.
+    std::vector<protocol::session_id> hosts;
+    for_each(
+        [&](session_base& s) {
+            if (s.is_host()) {
+                hosts.push_back(s.id());
+            }
+            return true;
+        },
+        0);
+    for (const auto& id : hosts) {
+        (void)detach(id);
+    }
+    check_done();
+}
+
+void registry_core::note_drain_cut() {
+    std::lock_guard lk(shut_mu_);
+    grace_expired_ = true;
+}
+
+void registry_core::check_done() {
+    std::vector<std::unique_ptr<shutdown_waiter>> ws;
+    {
+        std::lock_guard lk(shut_mu_);
+        if (!shutdown_started_ || shutdown_done_ || open_.load(std::memory_order_acquire) != 0) {
+            return;
+        }
+        shutdown_done_ = true;
+        done_ec_ = grace_expired_ ? std::error_code(asio::error::timed_out) : std::error_code();
+        grace_timer_.cancel();
+        ws.swap(waiters_);
+    }
+    for (auto& w : ws) {
+        w->complete(done_ec_);
+    }
+}
+
+void registry_core::abandon() {
+    // 1. No hook starts from now on; wait for those running on other threads (not for this
+    //    thread's own, if the registry is destroyed from inside a hook).
+    hooks_enabled_.store(false, std::memory_order_seq_cst);
+    const int mine = hook_scope::core == this ? hook_scope::depth : 0;
+    while (hooks_in_flight_.load(std::memory_order_seq_cst) > mine) {
+        std::this_thread::yield();
+    }
+    // 2. Admit nothing more; close everyone now.
+    phase_.store(phase::stopped, std::memory_order_seq_cst);
+    close_all(close_reason::shutdown);
+    // 3. Let go of every entry (visible or not): breaks the core -> session -> core cycle, so
+    //    sessions whose handlers never run again (a stopped io_context) are freed with it.
+    std::vector<lariv::Index> all;
+    sessions_.for_each([&](const lariv::Index& i, const std::shared_ptr<session_base>&) {
+        all.push_back(i);
+        return true;
+    });
+    for (const auto& i : all) {
+        if (sessions_.remove(i)) {
+            live_.fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+}
+
+void registry_core::reload(const registry_options& o) {
+    hot_.max_sessions.store(o.max_sessions, std::memory_order_relaxed);
+    hot_.max_queue_bytes.store(o.max_queue_bytes, std::memory_order_relaxed);
+    hot_.rate_limit.store(o.rate_limit, std::memory_order_relaxed);
+    hot_.rate_burst.store(o.rate_burst, std::memory_order_relaxed);
+    hot_.idle_timeout_ms.store(o.idle_timeout_ms, std::memory_order_relaxed);
+}
+
+// --------------------------------------------------------------------------------------- hooks
+
+bool registry_core::hook_enter() noexcept {
+    // seq_cst pairs with abandon(): either abandon() sees this hook in flight and waits, or this
+    // hook sees hooks disabled and does not run.
+    hooks_in_flight_.fetch_add(1, std::memory_order_seq_cst);
+    if (!hooks_enabled_.load(std::memory_order_seq_cst)) {
+        hooks_in_flight_.fetch_sub(1, std::memory_order_release);
+        return false;
+    }
+    return true;
+}
+
+void registry_core::hook_leave() noexcept { hooks_in_flight_.fetch_sub(1, std::memory_order_release); }
+
+void registry_core::hook_failed(const char* what) noexcept {
+    stats_.host_errors.fetch_add(1, std::memory_order_relaxed);
+    try {
+        spdlog::error("registry: a host hook threw: {}", what);
+    } catch (...) {
+    }
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------- front
+
+registry::registry(executor_type ex, const registry_options& opts, hooks h)
+    : core_(std::make_shared<detail::registry_core>(std::move(ex), opts, std::move(h))) {}
+
+registry::~registry() { core_->abandon(); }
+
+std::shared_ptr<session> registry::find_session(protocol::session_id id) const {
+    auto s = core_->find(id);
+    if (!s || s->is_host()) {
+        return nullptr;
+    }
+    return std::static_pointer_cast<session>(s);
+}
+
+void registry::reload(const registry_options& opts) {
+    opts.validate();
+    core_->reload(opts);
+}
+
 std::uint64_t registry::queued_bytes_total() const {
     std::uint64_t total = 0;
-    for_each([&](session& s) {
+    for_each([&](session_base& s) {
         total += s.queued_bytes();
         return true;
     });
     return total;
 }
 
-nlohmann::json registry::stats_json() const {
+nlohmann::json registry::stats_json() const { return detail::stats_json(*core_); }
+
+nlohmann::json detail::stats_json(const registry_core& core) {
+    const auto& st = core.stats();
     nlohmann::json j;
-    j["sessions"] = size();
-    j["accepted"] = stats_.accepted.load();
-    j["refused_full"] = stats_.refused_full.load();
-    j["handshakes"] = stats_.handshakes.load();
-    j["msgs_in"] = stats_.msgs_in.load();
-    j["msgs_out"] = stats_.msgs_out.load();
-    j["bytes_routed"] = stats_.bytes_routed.load();
-    j["send_errors"] = stats_.send_errors.load();
-    j["queue_drops"] = stats_.queue_drops.load();
-    j["protocol_errors"] = stats_.protocol_errors.load();
-    j["rate_limited"] = stats_.rate_limited.load();
-    j["accept_errors"] = stats_.accept_errors.load();
-    j["lariv_buffers"] = lariv_buffers();
-    j["lariv_capacity"] = lariv_capacity();
-    j["draining"] = draining();
+    j["sessions"] = core.size();
+    j["accepted"] = st.accepted.load();
+    j["attached"] = st.attached.load();
+    j["refused_full"] = st.refused_full.load();
+    j["handshakes"] = st.handshakes.load();
+    j["msgs_in"] = st.msgs_in.load();
+    j["msgs_out"] = st.msgs_out.load();
+    j["bytes_routed"] = st.bytes_routed.load();
+    j["send_errors"] = st.send_errors.load();
+    j["queue_drops"] = st.queue_drops.load();
+    j["protocol_errors"] = st.protocol_errors.load();
+    j["rate_limited"] = st.rate_limited.load();
+    j["accept_errors"] = st.accept_errors.load();
+    j["host_errors"] = st.host_errors.load();
+    j["lariv_buffers"] = core.lariv_buffers();
+    j["lariv_capacity"] = core.lariv_capacity();
+    j["draining"] = core.current_phase() != registry_core::phase::running;
     nlohmann::json closed = nlohmann::json::object();
     for (std::size_t r = 0; r < close_reason_count; ++r) {
-        closed[std::string(to_string(static_cast<close_reason>(r)))] = stats_.closed[r].load();
+        closed[std::string(to_string(static_cast<close_reason>(r)))] = st.closed[r].load();
     }
     j["closed"] = closed;
     return j;
-}
-
-void registry::drain() {
-    if (draining_.exchange(true, std::memory_order_acq_rel)) {
-        return;
-    }
-    for_each([](session& s) {
-        s.drain();
-        return true;
-    });
-}
-
-void registry::close_all(close_reason why) {
-    for_each([why](session& s) {
-        s.close(why);
-        return true;
-    });
-}
-
-void registry::reload(const config& cfg) {
-    // relaxed: independent settings, each read on its own at use time.
-    hot_.max_sessions.store(cfg.max_sessions, std::memory_order_relaxed);
-    hot_.max_queue_bytes.store(cfg.max_queue_bytes, std::memory_order_relaxed);
-    hot_.rate_limit.store(cfg.rate_limit, std::memory_order_relaxed);
-    hot_.rate_burst.store(cfg.rate_burst, std::memory_order_relaxed);
-    hot_.idle_timeout_ms.store(cfg.idle_timeout_ms, std::memory_order_relaxed);
 }
 
 }  // namespace lariv::server

@@ -11,7 +11,7 @@
 
 namespace lariv::server {
 
-std::size_t clamp_to_fd_limit(std::size_t max_sessions) {
+std::size_t clamp_to_fd_limit(std::size_t max_sessions, std::size_t reserve) {
     rlimit rl{};
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
         return max_sessions;
@@ -25,22 +25,36 @@ std::size_t clamp_to_fd_limit(std::size_t max_sessions) {
         }
     }
     const auto limit = static_cast<std::size_t>(rl.rlim_cur);
-    const std::size_t usable = limit > reserved_fds ? limit - reserved_fds : 1;
+    const std::size_t usable = limit > reserve ? limit - reserve : 1;
     return std::min(max_sessions, usable);
 }
+
+namespace {
+/// The registry's options from a config: max_sessions clamped to the fd limit. The one path for
+/// start-up and SIGHUP.
+registry_options effective_options(const config& c, std::size_t& clamped) {
+    c.validate();
+    // The monitor's connections have a cap of their own and their descriptors are reserved too,
+    // so monitor load never takes a descriptor a session could have had.
+    const std::size_t reserve = reserved_fds + (c.monitor_port != 0 ? c.max_monitor_connections : 0);
+    clamped = clamp_to_fd_limit(c.max_sessions, reserve);
+    if (clamped < c.max_sessions) {
+        spdlog::warn("max_sessions lowered from {} to {} to fit the open-file limit ({} reserved)",
+                     c.max_sessions, clamped, reserve);
+    }
+    registry_options o = c;
+    o.max_sessions = clamped;
+    return o;
+}
+}  // namespace
 
 server::server(const config& cfg, hooks h)
     : cfg_(cfg)
     , work_(asio::make_work_guard(io_)) {
-    cfg_.validate();
-    max_sessions_ = clamp_to_fd_limit(cfg_.max_sessions);
-    if (max_sessions_ < cfg_.max_sessions) {
-        spdlog::warn("max_sessions lowered from {} to {} to fit the open-file limit ({} reserved)",
-                     cfg_.max_sessions, max_sessions_, reserved_fds);
-    }
-    config effective = cfg_;
-    effective.max_sessions = max_sessions_;
-    registry_ = std::make_unique<registry>(io_.get_executor(), effective, std::move(h));
+    std::size_t clamped = 0;
+    const registry_options opts = effective_options(cfg_, clamped);
+    max_sessions_.store(clamped);
+    registry_ = std::make_unique<registry>(io_.get_executor(), opts, std::move(h));
     cfg_.boot_epoch = registry_->boot_epoch();
 
     const asio::ip::tcp::endpoint ep(asio::ip::make_address(cfg_.listen_address), cfg_.port);
@@ -53,7 +67,8 @@ server::server(const config& cfg, hooks h)
     if (cfg_.monitor_port != 0) {
         const asio::ip::tcp::endpoint mep(asio::ip::make_address(cfg_.monitor_address),
                                           cfg_.monitor_port);
-        monitor_ = std::make_unique<monitor>(io_.get_executor(), mep, *registry_);
+        monitor_ = std::make_unique<monitor>(io_.get_executor(), mep, *registry_,
+                                             cfg_.max_monitor_connections);
         monitor_port_ = monitor_->port();
     }
 }
@@ -61,14 +76,16 @@ server::server(const config& cfg, hooks h)
 server::~server() {
     stop();
     wait();
-    // Shutdown order (RELIABILITY.md 7.8): sessions go before the io_context. Closing them posts
-    // handlers; run them out, then drop the registry while the io_context still exists.
-    registry_->close_all(close_reason::draining);
+    // Shutdown order (server/DESIGN.md): the threads are gone; run out what is queued while the
+    // registry and the monitor still exist, then drop them. Handlers that remain hold the
+    // registry's core (shared), never the server, so the io_context may destroy them later.
+    if (monitor_) {
+        monitor_->stop();
+    }
     io_.restart();
     io_.poll();
+    monitor_.reset();
     registry_.reset();
-    io_.restart();
-    io_.poll();
 }
 
 void server::start() {
@@ -100,40 +117,36 @@ void server::drain() {
         return;
     }
     spdlog::info("draining: {} sessions, up to {} ms", registry_->size(), cfg_.drain_timeout_ms);
-    listener_->stop();
-    registry_->drain();
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg_.drain_timeout_ms);
-    asio::post(io_, [this, deadline] { drain_poll(deadline); });
-}
-
-void server::drain_poll(std::chrono::steady_clock::time_point deadline) {
-    // Done when every connection has flushed and closed, not merely left the registry.
-    const std::size_t open = registry_->open_connections();
-    if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
-        if (open != 0) {
-            spdlog::warn("drain timeout: closing {} connections", open);
-        }
-        stop();
-        return;
-    }
-    auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(20));
-    t->async_wait([this, t, deadline](std::error_code) { drain_poll(deadline); });
+    shutdown_then_stop(std::chrono::milliseconds(cfg_.drain_timeout_ms));
 }
 
 void server::stop() {
     if (stopped_.exchange(true)) {
         return;
     }
+    shutdown_then_stop(std::chrono::milliseconds(50));
+}
+
+void server::shutdown_then_stop(std::chrono::milliseconds grace) {
     listener_->stop();
-    if (monitor_) {
-        monitor_->stop();
-    }
-    registry_->close_all(close_reason::draining);
-    work_.reset();
-    // Give close handlers a moment to flush final frames, then stop the loop.
-    auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(50));
-    t->async_wait([this, t](std::error_code) { io_.stop(); });
+    registry_->async_shutdown(grace, [this, grace](std::error_code ec) {
+        if (ec) {
+            spdlog::warn("shutdown: grace of {} ms over, remaining connections closed", grace.count());
+        }
+        if (monitor_) {
+            monitor_->stop();
+        }
+        stopped_.store(true);
+        work_.reset();
+        io_.stop();
+    });
+}
+
+void server::reload(const config& next) {
+    std::size_t clamped = 0;
+    const registry_options opts = effective_options(next, clamped);
+    registry_->reload(opts);
+    max_sessions_.store(clamped);
 }
 
 void server::wait() {

@@ -9,12 +9,14 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -120,6 +122,26 @@ public:
         sa.sin_family = AF_INET;
         sa.sin_port = htons(port);
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+            ::close(fd_);
+            fd_ = -1;
+            return false;
+        }
+        rx_.clear();
+        dec_ = proto::reply_decoder(big_limits());
+        eof_ = false;
+        return true;
+    }
+    /// Connects to the Unix stream socket at `path`. Returns false on failure.
+    bool try_connect_unix(const std::string& path) {
+        close();
+        fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd_ < 0) {
+            return false;
+        }
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
         if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
             ::close(fd_);
             fd_ = -1;

@@ -38,7 +38,7 @@ TEST_CASE("handshake: +HELLO carries session id, node id, limits and heartbeat")
         CHECK_MESSAGE(j.contains(k), k);
     }
     // The server knows this session under its id and name.
-    auto sess = s.reg().find(h->session);
+    auto sess = s.reg().find_session(h->session);
     REQUIRE(sess);
     CHECK(sess->name() == "alice");
     CHECK(s.reg().size() == 1);

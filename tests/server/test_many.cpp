@@ -124,7 +124,7 @@ TEST_CASE("1000 sessions route to each other then half reset abruptly: registry 
     }
     // The registry's own iteration agrees with its size.
     std::size_t iterated = 0;
-    s.reg().for_each([&](srv::session&) {
+    s.reg().for_each([&](srv::session_base&) {
         ++iterated;
         return true;
     });

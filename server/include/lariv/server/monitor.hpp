@@ -7,9 +7,12 @@
 // HTTP/1.0-style: one request per connection, bounded request size and time.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include <asio/ip/tcp.hpp>
 
@@ -19,13 +22,18 @@
 namespace lariv::server {
 
 class listener;
+class http_conn;
 
 class monitor {
 public:
-    /// Binds `ep` (throws std::system_error). `reg` must outlive the monitor.
-    monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, registry& reg);
+    /// Binds `ep` (throws std::system_error). `reg` must outlive the monitor and the HTTP
+    /// connections it accepted (stop() closes those). Past `max_connections` open HTTP
+    /// connections, a new one is answered 503 at once.
+    monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, registry& reg,
+            std::size_t max_connections = 16);
     ~monitor();
     void start();
+    /// Stops accepting and closes the open HTTP connections (their handlers then run as no-ops).
     void stop();
     [[nodiscard]] std::uint16_t port() const noexcept;
 
@@ -37,10 +45,22 @@ public:
     };
     [[nodiscard]] static response handle(registry& reg, const std::string& target);
 
+    /// Open HTTP connections, and those refused over the cap.
+    struct conn_count {
+        std::atomic<std::size_t> open{0};
+        std::atomic<std::uint64_t> refused{0};
+    };
+    [[nodiscard]] std::size_t open_connections() const noexcept { return count_->open.load(); }
+    [[nodiscard]] std::uint64_t refused_connections() const noexcept { return count_->refused.load(); }
+
 private:
     asio::any_io_executor ex_;
     registry& reg_;
+    std::shared_ptr<conn_count> count_;
+    std::size_t max_connections_;
     std::shared_ptr<listener> listener_;
+    std::mutex conns_mu_;
+    std::vector<std::weak_ptr<http_conn>> conns_;
 };
 
 /// GET /healthz from cfg's monitor address and port (0.0.0.0 is probed as 127.0.0.1) with a 2 s

@@ -1,177 +1,195 @@
-// lariv/server/registry.hpp — the session registry: Asio connections held in a Lariv, keyed by a
-// 128-bit id (node id | boot epoch | generation | slot). Embeddable: it runs on the host's
-// executor, owns no threads, and can adopt sockets the host accepted.
+// lariv/server/registry.hpp — the session registry as an Asio library: connections held in a
+// Lariv under 128-bit ids (node id | boot epoch | scrambled generation and slot), with lookup,
+// routing, eviction, iteration, paging, stats, drain and an asynchronous shutdown.
+//
+// It runs on the host's executor, owns no threads, installs no signal handler. Two kinds of
+// member share one registry and route to each other in both directions:
+//   - adopt(stream): a connected Asio stream (tcp::socket, ssl::stream<tcp::socket>,
+//     local::stream_protocol::socket, ...) becomes a Lariv-protocol session (PROTOCOL.md);
+//   - attach(shared_ptr<T>): the host's own connection object, any T satisfying `host_session`
+//     (host_session.hpp); the host keeps its own protocol.
 //
 // Thread-safety: every public member may be called from any thread at once. Lookups, routing,
-// kicks and iteration take no lock of the registry's own (that is what Lariv is for); a session's
-// outbound queue has its own small mutex, contended only by senders to that one session. No I/O is
-// ever done while a Lariv guard is held: lookups copy the session's shared_ptr and let go.
+// kicks and iteration take no lock of the registry's own (that is what Lariv is for).
+//
+// Lifetime: destroying the registry is safe at any moment, with its io_context running, stopped,
+// or never run again. Sessions share ownership of the registry's core (detail/registry_core.hpp),
+// so a handler that runs later finds it alive; the destructor disables the hooks, closes every
+// session (reason shutdown) and lets go of them without waiting. The io_context must outlive the
+// registry *object* (as for any Asio I/O object); the sessions it still holds die with it.
+// For a clean end (every session told, flushed and closed), co_await / wait for async_shutdown.
 #pragma once
 
-#include <any>
-#include <array>
-#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
-#include <string>
 #include <string_view>
+#include <system_error>
+#include <utility>
 
 #include <asio/any_io_executor.hpp>
-#include <asio/ip/tcp.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/error.hpp>
+#include <asio/execution/outstanding_work.hpp>
+#include <asio/post.hpp>
+#include <asio/prefer.hpp>
 
-#include "lariv/lariv.hpp"
 #include "lariv/protocol/error.hpp"
 #include "lariv/protocol/json.hpp"
 #include "lariv/protocol/session_id.hpp"
-#include "lariv/server/config.hpp"
+#include "lariv/server/detail/registry_core.hpp"
+#include "lariv/server/host_session.hpp"
+#include "lariv/server/options.hpp"
+#include "lariv/server/session.hpp"
+#include "lariv/server/session_state.hpp"
 
 namespace lariv::server {
 
-class session;
-
-/// Why a session ended. One enum feeds the error reply, the log line, the metric label and the
-/// close hook.
-enum class close_reason : std::uint8_t {
-    client_quit,       ///< QUIT
-    client_closed,     ///< EOF or reset from the client
-    io_error,          ///< another socket error
-    protocol_error,    ///< a fatal decode error (line too long, frame too large, desync)
-    handshake_timeout, ///< no HELLO in time
-    heartbeat_timeout, ///< pings left unanswered
-    idle_timeout,      ///< no input for idle_timeout_ms
-    frame_timeout,     ///< a started frame did not complete in time (slowloris)
-    slow_consumer,     ///< outbound queue over its cap, or a write stuck past its deadline
-    kicked,            ///< KICK by an admin or the host
-    server_full,       ///< max_sessions reached at accept
-    draining,          ///< the server shut down gracefully
-    count_             ///< number of reasons (not a reason)
-};
-inline constexpr std::size_t close_reason_count = static_cast<std::size_t>(close_reason::count_);
-
-/// The stable label, e.g. "slow_consumer".
-std::string_view to_string(close_reason r) noexcept;
-/// The error a client is told before the close, if any.
-std::optional<protocol::error_code> error_for(close_reason r) noexcept;
-
-/// Counters read by /metrics, STATS and tests. Monotonic unless noted.
-struct registry_stats {
-    std::atomic<std::uint64_t> accepted{0};        ///< connections adopted
-    std::atomic<std::uint64_t> refused_full{0};    ///< refused at max_sessions
-    std::atomic<std::uint64_t> handshakes{0};      ///< successful HELLOs
-    std::atomic<std::uint64_t> msgs_in{0};         ///< SENDs accepted for routing
-    std::atomic<std::uint64_t> msgs_out{0};        ///< MSGs queued to targets
-    std::atomic<std::uint64_t> bytes_routed{0};    ///< payload bytes of msgs_out
-    std::atomic<std::uint64_t> send_errors{0};     ///< SENDs answered with an error
-    std::atomic<std::uint64_t> queue_drops{0};     ///< messages dropped at a full queue
-    std::atomic<std::uint64_t> protocol_errors{0}; ///< -ERR replies for bad input
-    std::atomic<std::uint64_t> rate_limited{0};
-    std::atomic<std::uint64_t> accept_errors{0};
-    std::array<std::atomic<std::uint64_t>, close_reason_count> closed{};
-};
-
-/// Embedder hooks, called on the session's strand (never with a Lariv guard held).
-struct hooks {
-    std::function<void(session&)> on_open;  ///< after a successful HELLO
-    /// A SEND arrived (before routing); return false to drop it (the sender gets unknown_session).
-    std::function<bool(session&, protocol::session_id to, std::string_view payload)> on_message;
-    std::function<void(session&, close_reason)> on_close;
-};
-
-/// Conversions between the container's index and the protocol's id (same 128-bit layout).
-inline protocol::session_id to_session_id(lariv::Index i) noexcept { return {i.hi, i.lo}; }
-inline lariv::Index to_index(protocol::session_id s) noexcept { return {s.hi, s.lo}; }
-
 class registry {
 public:
-    /// Sessions run on strands of `ex`. `cfg` is copied; cfg.boot_epoch 0 is replaced by one
-    /// derived from the clock.
-    registry(asio::any_io_executor ex, const config& cfg, hooks h = {});
-    /// Closes every session (reason draining) and drops them. Call with the executor still alive.
+    using executor_type = asio::any_io_executor;
+
+    /// Sessions run on strands of their stream's executor; the registry's own timers on `ex`.
+    /// `opts` is validated (throws config_error) and copied; boot_epoch 0 becomes a random one.
+    registry(executor_type ex, const registry_options& opts, hooks h = {});
+    /// Safe at any moment (see the header comment); never blocks on a session.
     ~registry();
     registry(const registry&) = delete;
     registry& operator=(const registry&) = delete;
 
-    /// Takes an accepted socket: registers a session for it (or refuses it with server_full).
-    void adopt(asio::ip::tcp::socket socket);
+    [[nodiscard]] executor_type get_executor() const noexcept { return core_->executor(); }
 
-    /// The live session with this id, or nullptr.
-    [[nodiscard]] std::shared_ptr<session> find(protocol::session_id id) const;
-    /// Why `id` names no live session: stale_session (this node and boot issued the slot, now
-    /// free or reused) or unknown_session (another node or boot, or never issued).
-    [[nodiscard]] protocol::error_code missing_reason(protocol::session_id id) const;
-    /// Routes `payload` to session `to` as a MSG from `from`. nullopt = queued for delivery.
-    std::optional<protocol::error_code> send(protocol::session_id to,
-                                             protocol::session_id from,
-                                             std::string_view payload);
-    /// Closes session `id` with `why`. False if there is no such session.
-    bool kick(protocol::session_id id, close_reason why = close_reason::kicked);
-    /// Calls f(session&) for live sessions in slot order, from `first_slot`; f may return false
-    /// to stop. Weakly consistent (Lariv's iteration). f runs without a guard held.
-    void for_each(const std::function<bool(session&)>& f, std::uint32_t first_slot = 0) const;
-    /// One page of session infos after `after`, in slot order (a session shows at most once
-    /// across pages while others come and go).
-    /// `keep`, if given, filters the sessions (e.g. /connz?name=).
-    [[nodiscard]] protocol::list_page list(
-        std::optional<protocol::session_id> after,
-        std::uint32_t limit,
-        const std::function<bool(const session&)>& keep = {}) const;
-
-    /// Connections whose socket is still open (registered or not, closing included): a drain is
-    /// over when this reaches 0, not when size() does, since closing sessions still flush.
-    [[nodiscard]] std::size_t open_connections() const noexcept {
-        return open_.load(std::memory_order_acquire);
+    /// Takes a connected stream and makes it a Lariv-protocol session (or refuses it with
+    /// server_full / draining, telling the client). Returns at once.
+    template <class Stream>
+    void adopt(Stream stream) {
+        core_->admit(std::make_shared<stream_session<Stream>>(core_, std::move(stream)));
     }
-    /// Live sessions (approximate under concurrency).
-    [[nodiscard]] std::size_t size() const noexcept { return live_.load(std::memory_order_relaxed); }
-    [[nodiscard]] registry_stats& stats() noexcept { return stats_; }
-    [[nodiscard]] const registry_stats& stats() const noexcept { return stats_; }
+
+    /// Registers the host's own session. Returns its id, or nullopt when the registry is full or
+    /// shutting down. From now on it is live (routable). The host calls detach(id) once it ended.
+    template <host_session T>
+    std::optional<protocol::session_id> attach(std::shared_ptr<T> s) {
+        return core_->attach(std::make_shared<detail::host_entry<T>>(std::move(s)));
+    }
+    /// The host session `id` ended (its transport is closed). False if no such host session.
+    bool detach(protocol::session_id id) { return core_->detach(id); }
+
+    /// The visible session with this id (any kind), or nullptr.
+    [[nodiscard]] std::shared_ptr<session_base> find(protocol::session_id id) const {
+        return core_->find(id);
+    }
+    /// The Lariv-protocol session with this id, or nullptr.
+    [[nodiscard]] std::shared_ptr<session> find_session(protocol::session_id id) const;
+    /// Why `id` names no routable session: stale_session (this node and boot issued the slot, now
+    /// free or reused) or unknown_session (another node or boot, or never issued).
+    [[nodiscard]] protocol::error_code missing_reason(protocol::session_id id) const {
+        return core_->missing_reason(id);
+    }
+    /// Routes `payload` to session `to` (any kind) as a message from `from`. nullopt = queued.
+    /// Only live sessions are routable (a Lariv-protocol session after its HELLO).
+    std::optional<protocol::error_code> send(protocol::session_id to, protocol::session_id from,
+                                             std::string_view payload) {
+        return core_->send(to, from, payload);
+    }
+    /// Closes session `id` with `why`. False if there is no such session.
+    bool kick(protocol::session_id id, close_reason why = close_reason::kicked) {
+        return core_->kick(id, why);
+    }
+    /// Calls f(session_base&) for visible sessions in slot order, from `first_slot`; f may return
+    /// false to stop. Weakly consistent (Lariv's iteration). f runs without a guard held.
+    void for_each(const std::function<bool(session_base&)>& f, std::uint32_t first_slot = 0) const {
+        core_->for_each(f, first_slot);
+    }
+    /// One page of session infos after `after`, in slot order (a session shows at most once
+    /// across pages while others come and go). `keep`, if given, filters the sessions.
+    [[nodiscard]] protocol::list_page list(std::optional<protocol::session_id> after, std::uint32_t limit,
+                                           const std::function<bool(const session_base&)>& keep = {}) const {
+        return core_->list(after, limit, keep);
+    }
+    /// The page size list() applies for a requested `limit` (0 = the default 100; at most
+    /// limits.max_list).
+    [[nodiscard]] std::uint32_t page_limit(std::uint32_t limit) const noexcept {
+        return core_->page_limit(limit);
+    }
+    /// The Lariv slot an id of this registry decodes to (ids are scrambled), or nullopt for an id
+    /// of another node or boot. For tests and diagnostics.
+    [[nodiscard]] std::optional<std::uint32_t> slot_of(protocol::session_id id) const {
+        return core_->slot_of(id);
+    }
+    /// The Lariv index (generation and slot) an id of this registry decodes to, or nullopt.
+    [[nodiscard]] std::optional<lariv::Index> index_of(protocol::session_id id) const {
+        return core_->index_of(id);
+    }
+
+    /// Connections still open (registered or not, closing included).
+    [[nodiscard]] std::size_t open_connections() const noexcept { return core_->open_connections(); }
+    /// Registered sessions (approximate under concurrency).
+    [[nodiscard]] std::size_t size() const noexcept { return core_->size(); }
+    [[nodiscard]] registry_stats& stats() noexcept { return core_->stats(); }
+    [[nodiscard]] const registry_stats& stats() const noexcept { return core_->stats(); }
     [[nodiscard]] nlohmann::json stats_json() const;
-    [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
-    [[nodiscard]] std::uint32_t node_id() const noexcept { return cfg_.node_id; }
-    [[nodiscard]] std::uint32_t boot_epoch() const noexcept { return cfg_.boot_epoch; }
-    [[nodiscard]] std::size_t lariv_buffers() const noexcept { return sessions_.node_count(); }
-    [[nodiscard]] std::size_t lariv_capacity() const noexcept { return sessions_.capacity(); }
+    [[nodiscard]] const registry_options& options() const noexcept { return core_->options(); }
+    [[nodiscard]] std::uint32_t node_id() const noexcept { return options().node_id; }
+    [[nodiscard]] std::uint32_t boot_epoch() const noexcept { return options().boot_epoch; }
+    [[nodiscard]] std::size_t lariv_buffers() const noexcept { return core_->lariv_buffers(); }
+    [[nodiscard]] std::size_t lariv_capacity() const noexcept { return core_->lariv_capacity(); }
     [[nodiscard]] std::uint64_t queued_bytes_total() const;
-    [[nodiscard]] asio::any_io_executor executor() const { return ex_; }
+    [[nodiscard]] const hot_settings& hot() const noexcept { return core_->hot(); }
 
-    /// Graceful shutdown, step 1: refuse new sessions and new SENDs (draining), tell every
-    /// session, and close each one once its queue is flushed. Idempotent.
-    void drain();
-    [[nodiscard]] bool draining() const noexcept { return draining_.load(std::memory_order_acquire); }
-    /// Closes every session now.
-    void close_all(close_reason why);
-    /// Applies the hot-reloadable settings (SIGHUP): max_sessions, max_queue_bytes, rate_limit,
-    /// rate_burst, idle_timeout_ms. Others need a restart.
-    void reload(const config& cfg);
-
-    /// Current values of the hot-reloadable settings. Thread-safe.
-    struct hot_settings {
-        std::atomic<std::size_t> max_sessions{0};
-        std::atomic<std::size_t> max_queue_bytes{0};
-        std::atomic<std::uint32_t> rate_limit{0};
-        std::atomic<std::uint32_t> rate_burst{0};
-        std::atomic<std::uint32_t> idle_timeout_ms{0};
-    };
-    [[nodiscard]] const hot_settings& hot() const noexcept { return hot_; }
+    /// Graceful shutdown: stop admitting (new connections are told `draining`), tell every
+    /// session to drain (flush what was accepted for it, then close), and complete when every
+    /// connection is closed, or after `grace` with the stragglers closed at once and the error
+    /// asio::error::timed_out. Signature void(std::error_code); any completion token (callback,
+    /// use_awaitable, use_future, experimental::deferred). Completes on the handler's associated
+    /// executor, exactly once; calling it again (or after it completed) is fine.
+    template <class Token>
+    auto async_shutdown(std::chrono::milliseconds grace, Token&& token) {
+        return asio::async_initiate<Token, void(std::error_code)>(
+            [](auto handler, std::shared_ptr<detail::registry_core> core, std::chrono::milliseconds g) {
+                using handler_t = std::decay_t<decltype(handler)>;
+                core->async_shutdown(g, std::make_unique<waiter<handler_t>>(std::move(handler), core->executor()));
+            },
+            token, core_, grace);
+    }
+    /// Starts a drain without waiting for it (async_shutdown with no waiter and no grace).
+    void drain() { core_->drain(); }
+    [[nodiscard]] bool draining() const noexcept {
+        return core_->current_phase() != detail::registry_core::phase::running;
+    }
+    /// Closes every session now with `why`.
+    void close_all(close_reason why) { core_->close_all(why); }
+    /// Applies the hot-reloadable settings: max_sessions, max_queue_bytes, rate_limit, rate_burst,
+    /// idle_timeout_ms (validated first; throws config_error). Others need a restart.
+    void reload(const registry_options& opts);
 
 private:
-    friend class session;
-    /// Registers a session; nullopt when full (max_sessions) or draining.
-    std::optional<lariv::Index> add(const std::shared_ptr<session>& s);
-    /// Removes a session's entry; exactly once per session.
-    void remove(lariv::Index i);
+    template <class Handler>
+    struct waiter final : detail::shutdown_waiter {
+        // decay: asio::prefer returns T&& when the executor ignores the property (e.g.
+        // use_future's promise_executor); a reference member would dangle.
+        using work_t = std::decay_t<decltype(asio::prefer(
+            asio::get_associated_executor(std::declval<Handler&>(), std::declval<const executor_type&>()),
+            asio::execution::outstanding_work.tracked))>;
+        waiter(Handler h, const executor_type& fallback)
+            : work(asio::prefer(asio::get_associated_executor(h, fallback),
+                                asio::execution::outstanding_work.tracked))
+            , handler(std::move(h)) {}
+        void complete(std::error_code ec) override {
+            auto ex = work;
+            asio::post(ex, [h = std::move(handler), w = std::move(work), ec]() mutable {
+                (void)w;
+                std::move(h)(ec);
+            });
+        }
+        work_t work;  // keeps the handler's executor busy while the shutdown is pending
+        Handler handler;
+    };
 
-    asio::any_io_executor ex_;
-    config cfg_;
-    hooks hooks_;
-    lariv::Lariv<std::shared_ptr<session>> sessions_;
-    registry_stats stats_;
-    hot_settings hot_;
-    std::atomic<std::size_t> live_{0};
-    std::atomic<std::size_t> open_{0};
-    std::atomic<bool> draining_{false};
+    std::shared_ptr<detail::registry_core> core_;
 };
 
 }  // namespace lariv::server

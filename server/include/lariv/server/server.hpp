@@ -34,11 +34,16 @@ public:
 
     /// Starts the I/O threads and the accept loops.
     void start();
-    /// Graceful: stop accepting, /healthz 503, tell sessions, flush and close them; stops the
-    /// threads when all sessions are gone or `drain_timeout_ms` passed. Thread-safe, idempotent.
+    /// Graceful: stop accepting, /healthz 503, then registry::async_shutdown(drain_timeout_ms):
+    /// sessions are told, flushed and closed; the threads stop when it completes.
+    /// Thread-safe, idempotent.
     void drain();
-    /// Immediate: close everything and stop the threads. Thread-safe.
+    /// Immediate: stop accepting, close everything (a 50 ms grace to flush final frames) and stop
+    /// the threads. Thread-safe.
     void stop();
+    /// SIGHUP: applies the hot-reloadable settings of `next` (validated, max_sessions clamped to
+    /// the fd limit exactly as at start). Throws config_error (nothing changes then).
+    void reload(const config& next);
     /// Blocks until the I/O threads have exited.
     void wait();
 
@@ -48,13 +53,15 @@ public:
     [[nodiscard]] asio::io_context& context() noexcept { return io_; }
     [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
     /// max_sessions after the fd-limit clamp (cfg().max_sessions is the requested value).
-    [[nodiscard]] std::size_t max_sessions() const noexcept { return max_sessions_; }
+    [[nodiscard]] std::size_t max_sessions() const noexcept {
+        return max_sessions_.load(std::memory_order_relaxed);
+    }
 
 private:
-    void drain_poll(std::chrono::steady_clock::time_point deadline);
+    void shutdown_then_stop(std::chrono::milliseconds grace);
 
     config cfg_;
-    std::size_t max_sessions_ = 0;
+    std::atomic<std::size_t> max_sessions_{0};
     asio::io_context io_;
     asio::executor_work_guard<asio::io_context::executor_type> work_;
     std::unique_ptr<registry> registry_;
@@ -67,10 +74,12 @@ private:
     std::atomic<bool> stopped_{false};
 };
 
-/// Descriptors kept free for the listener, the monitor, logs and config reloads.
+/// Descriptors kept free for the listeners, logs and config reloads (plus, in server, one per
+/// allowed monitor connection).
 inline constexpr std::size_t reserved_fds = 32;
 
-/// max_sessions lowered, if needed, to fit RLIMIT_NOFILE minus reserved_fds.
-std::size_t clamp_to_fd_limit(std::size_t max_sessions);
+/// max_sessions lowered, if needed, to fit RLIMIT_NOFILE minus `reserve` (raising the soft
+/// limit toward the hard one first).
+std::size_t clamp_to_fd_limit(std::size_t max_sessions, std::size_t reserve = reserved_fds);
 
 }  // namespace lariv::server

@@ -1,9 +1,17 @@
-// lariv/server/session.hpp — one client connection: reader, bounded writer queue, deadlines, all
-// on its own strand. Created by registry::adopt.
+// lariv/server/session.hpp — a Lariv-protocol session over any Asio stream.
+//
+// Two homes: the transport (session.cpp: read loop, bounded write queue, deadlines, closing) and
+// the wire-protocol handler (session_commands.cpp: HELLO, SEND, INFO, LIST, KICK, STATS, ...).
+// The stream itself is the only part that depends on the stream type: stream_session<Stream>
+// below implements three small virtual functions (start a read, start a write, close), each called
+// once per I/O operation, never per message. Plain TCP, asio::ssl::stream<tcp::socket> and
+// local::stream_protocol::socket all fit.
+//
+// Everything but the thread-safe members listed as such runs on the session's strand
+// (get_executor()).
 #pragma once
 
 #include <any>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -11,93 +19,110 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
+#include <asio/bind_executor.hpp>
+#include <asio/buffer.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
+#include <asio/write.hpp>
 
 #include "lariv/protocol/decoder.hpp"
 #include "lariv/protocol/json.hpp"
-#include "lariv/server/registry.hpp"
+#include "lariv/server/detail/registry_core.hpp"
+#include "lariv/server/host_session.hpp"
 
 namespace lariv::server {
 
-class session : public std::enable_shared_from_this<session> {
+/// Legacy name of the queue outcome (deliver_result), kept for host code.
+using enqueue_result = deliver_result;
+
+class session : public session_base, public std::enable_shared_from_this<session> {
 public:
-    using clock = std::chrono::steady_clock;
+    using enqueue_result = deliver_result;
 
-    /// Outcome of queuing a frame for this session.
-    enum class enqueue_result { ok, queue_full, closed };
+    ~session() override;
 
-    session(registry& reg, asio::ip::tcp::socket socket);
-    ~session();
-    session(const session&) = delete;
-    session& operator=(const session&) = delete;
-
-    /// This session's id (valid after registration). Thread-safe.
-    [[nodiscard]] protocol::session_id id() const noexcept { return id_; }
-    /// Client name from HELLO ("" before). Thread-safe once handshaken().
+    /// Client name from HELLO ("" before). Thread-safe.
     [[nodiscard]] std::string name() const;
-    /// Peer address "ip:port". Thread-safe (immutable).
-    [[nodiscard]] const std::string& remote() const noexcept { return remote_; }
+    /// Peer address ("ip:port", or the socket path). Thread-safe (immutable).
+    [[nodiscard]] std::string remote() const override { return remote_; }
+    /// HELLO accepted. Thread-safe.
     [[nodiscard]] bool handshaken() const noexcept { return handshaken_.load(std::memory_order_acquire); }
-    /// The host's own data for this session (embedding). Access it from the hooks, on the
-    /// session's strand.
+    /// The host's own data for this session. Strand only (in hooks, or in handlers bound to
+    /// get_executor()).
     [[nodiscard]] std::any& user_data() noexcept { return user_data_; }
+    /// The session's strand: hooks run here; post here to touch user_data().
+    [[nodiscard]] asio::any_io_executor get_executor() const override { return strand_; }
 
     /// Queues `MSG <from> <n>` + payload. Thread-safe. Applies the slow-consumer policy when the
     /// queue is over its cap.
-    enqueue_result deliver(protocol::session_id from, std::string_view payload);
+    deliver_result deliver(protocol::session_id from, std::string_view payload) override;
     /// Queues a preformatted frame (e.g. a host notice). Thread-safe.
-    enqueue_result send_frame(std::string_view frame);
+    deliver_result send_frame(std::string_view frame);
     /// Closes the session (the client first gets the reason's -ERR, if any). Thread-safe,
-    /// idempotent.
-    void close(close_reason why);
+    /// idempotent. close_reason::shutdown closes at once, without a linger.
+    void close(close_reason why) override;
     /// Graceful-drain notice: -ERR draining, then close once the queue is flushed. Thread-safe.
-    void drain();
+    void drain() override;
     /// Snapshot for INFO / LIST / connz. Thread-safe.
-    [[nodiscard]] protocol::session_info info() const;
+    [[nodiscard]] protocol::session_info info() const override;
     /// Bytes waiting to be written. Thread-safe.
-    [[nodiscard]] std::size_t queued_bytes() const noexcept {
+    [[nodiscard]] std::size_t queued_bytes() const noexcept override {
         return queued_.load(std::memory_order_relaxed);
     }
 
+protected:
+    session(std::shared_ptr<detail::registry_core> core, const asio::any_io_executor& ex,
+            std::string remote);
+
+    // The stream, per type (stream_session<Stream>).
+    virtual void start_read() = 0;   ///< async read into rbuf_, completing in on_read
+    virtual void start_write() = 0;  ///< async write of writing_, completing in on_write
+    virtual void close_stream() noexcept = 0;
+
+    void on_read(std::error_code ec, std::size_t n);
+    void on_write(std::error_code ec, std::size_t n);
+
+    asio::strand<asio::any_io_executor> strand_;
+    std::vector<char> rbuf_ = std::vector<char>(2048);  // grows x2 up to 64 KiB on full reads
+    std::string writing_;
+
 private:
-    friend class registry;
+    friend class detail::registry_core;
+    /// Called by the registry once the session is visible (its id written).
     void start(lariv::Index index);
+    /// Never registered: tell the client why, flush, close.
     void refuse(protocol::error_code code, std::string_view text);
 
-    void do_read();
-    void on_read(std::error_code ec, std::size_t n);
+    // Wire-protocol handler (session_commands.cpp).
     void handle(const protocol::command& cmd);
     void handle_hello(const protocol::hello_msg& m);
     void handle_send(const protocol::send_msg& m);
+
     void reply(std::string_view frame);
     void reply_error(protocol::error_code code, std::string_view text);
     void arm_tick();
     void on_tick();
-    enqueue_result enqueue(std::string_view a, std::string_view b, std::string_view c, bool own);
+    deliver_result enqueue(std::string_view a, std::string_view b, std::string_view c, bool own);
     void do_write();
-    void on_write(std::error_code ec, std::size_t n);
+    void begin_drain();
+    void leave_registry(close_reason why);
     void do_close(close_reason why);
     void finish_close();
+    void post_write();
 
-    registry& reg_;
-    asio::strand<asio::any_io_executor> strand_;
-    asio::ip::tcp::socket socket_;
+    std::shared_ptr<detail::registry_core> core_;
     asio::steady_timer tick_;
     std::string remote_;
-    protocol::session_id id_{};
     lariv::Index index_{};
-    clock::time_point created_;
+    bool published_ = false;
 
     // Read side (strand only).
     protocol::command_decoder decoder_;
-    // Read buffer: starts small (idle sessions are the common case) and doubles, up to 64 KiB,
-    // whenever a read fills it (bulk senders).
-    std::vector<char> rbuf_ = std::vector<char>(2048);
-    std::string name_;
+    std::string name_;  // written once on the strand before the move to live (release)
     bool admin_ = false;
     bool verbose_ = false;
     clock::time_point last_input_;
@@ -111,18 +136,92 @@ private:
     // Write side: senders on any thread append to pending_ under out_mu_; the strand writes.
     mutable std::mutex out_mu_;
     std::string pending_;
-    std::string writing_;
     bool write_in_flight_ = false;
     bool flush_then_close_ = false;
     clock::time_point write_started_{};
     std::atomic<std::size_t> queued_{0};
+    std::atomic<bool> closing_{false};  // no more routed frames (any thread reads)
+    std::atomic<bool> handshaken_{false};  // release publishes name_
 
-    std::atomic<bool> handshaken_{false};
-    std::atomic<bool> closing_{false};
-    bool closed_ = false;    // strand only
-    bool finished_ = false;  // strand only: the socket is closed and open_ was released
+    bool closed_ = false;    // strand only: do_close ran
+    bool finished_ = false;  // strand only: the stream is closed and the open count released
     std::atomic<std::uint64_t> msgs_in_{0};
     std::atomic<std::uint64_t> msgs_out_{0};
+};
+
+namespace detail {
+
+template <class S>
+concept has_lowest_layer = requires(S& s) { s.lowest_layer(); };
+
+/// The socket under a stream (itself for a plain socket).
+template <class Stream>
+auto& lowest_socket(Stream& s) {
+    if constexpr (has_lowest_layer<Stream>) {
+        return s.lowest_layer();
+    } else {
+        return s;
+    }
+}
+
+/// "ip:port" for TCP, the path (or "unix") for a local socket, "?" when unknown.
+template <class Socket>
+std::string peer_text(Socket& sock) {
+    std::error_code ec;
+    const auto ep = sock.remote_endpoint(ec);
+    if (ec) {
+        return "?";
+    }
+    if constexpr (std::is_same_v<typename Socket::protocol_type, asio::ip::tcp>) {
+        return ep.address().to_string() + ":" + std::to_string(ep.port());
+    } else {
+        std::string p = ep.path();
+        return p.empty() ? std::string("unix") : "unix:" + p;
+    }
+}
+
+}  // namespace detail
+
+/// A Lariv-protocol session over `Stream` (anything with async_read_some / async_write_some and an
+/// executor). The stream must be connected (and, for TLS, handshaken) when adopted.
+template <class Stream>
+class stream_session final : public session {
+public:
+    stream_session(std::shared_ptr<detail::registry_core> core, Stream stream)
+        : session(std::move(core), stream.get_executor(), detail::peer_text(detail::lowest_socket(stream)))
+        , stream_(std::move(stream)) {
+        if constexpr (std::is_same_v<typename std::decay_t<decltype(detail::lowest_socket(stream_))>::protocol_type,
+                                     asio::ip::tcp>) {
+            std::error_code ec;
+            detail::lowest_socket(stream_).set_option(asio::ip::tcp::no_delay(true), ec);
+        }
+    }
+
+private:
+    void start_read() override {
+        stream_.async_read_some(
+            asio::buffer(rbuf_),
+            asio::bind_executor(strand_, [this, self = shared_from_this()](std::error_code ec, std::size_t n) {
+                on_read(ec, n);
+            }));
+    }
+    void start_write() override {
+        asio::async_write(
+            stream_, asio::buffer(writing_),
+            asio::bind_executor(strand_, [this, self = shared_from_this()](std::error_code ec, std::size_t n) {
+                on_write(ec, n);
+            }));
+    }
+    void close_stream() noexcept override {
+        auto& sock = detail::lowest_socket(stream_);
+        std::error_code ec;
+        if (sock.is_open()) {
+            sock.shutdown(std::decay_t<decltype(sock)>::shutdown_both, ec);
+            sock.close(ec);
+        }
+    }
+
+    Stream stream_;
 };
 
 }  // namespace lariv::server

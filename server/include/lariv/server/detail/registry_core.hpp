@@ -1,0 +1,292 @@
+// lariv/server/detail/registry_core.hpp — the registry's shared state: ids, admission, lookup,
+// routing, drain and shutdown. Not for direct use: `registry` (registry.hpp) is the front.
+//
+// Lifetime (registry.hpp says the same for users): the core is held by std::shared_ptr. The front
+// `registry` holds one share; every session holds one; every pending shutdown timer holds one. So
+// a handler of a session that outlives the front still finds the core alive, and the core goes
+// away with its last session. Destroying the front (registry::~registry) never waits for a
+// session: it disables the hooks (waiting only for hooks running on *other* threads, which are
+// synchronous and bounded, so a single-threaded io_context cannot deadlock), closes every
+// session and takes them all out of the Lariv, which breaks the core -> session -> core cycle.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "lariv/lariv.hpp"
+#include "lariv/protocol/error.hpp"
+#include "lariv/protocol/json.hpp"
+#include "lariv/protocol/session_id.hpp"
+#include "lariv/server/host_session.hpp"
+#include "lariv/server/options.hpp"
+#include "lariv/server/session_state.hpp"
+
+namespace lariv::server {
+
+class session;
+
+/// Counters read by /metrics, STATS and tests. Monotonic unless noted.
+struct registry_stats {
+    std::atomic<std::uint64_t> accepted{0};        ///< connections adopted
+    std::atomic<std::uint64_t> attached{0};        ///< host sessions attached
+    std::atomic<std::uint64_t> refused_full{0};    ///< refused at max_sessions
+    std::atomic<std::uint64_t> handshakes{0};      ///< successful HELLOs
+    std::atomic<std::uint64_t> msgs_in{0};         ///< SENDs accepted for routing
+    std::atomic<std::uint64_t> msgs_out{0};        ///< MSGs queued to targets
+    std::atomic<std::uint64_t> bytes_routed{0};    ///< payload bytes of msgs_out
+    std::atomic<std::uint64_t> send_errors{0};     ///< SENDs answered with an error
+    std::atomic<std::uint64_t> queue_drops{0};     ///< messages dropped at a full queue
+    std::atomic<std::uint64_t> protocol_errors{0}; ///< -ERR replies for bad input
+    std::atomic<std::uint64_t> rate_limited{0};
+    std::atomic<std::uint64_t> accept_errors{0};
+    std::atomic<std::uint64_t> host_errors{0};     ///< hooks that threw
+    std::array<std::atomic<std::uint64_t>, close_reason_count> closed{};
+};
+
+/// Host hooks for Lariv-protocol sessions (host sessions are the host's own code already).
+///
+/// Contract:
+/// - Each hook runs on the session's executor (session::get_executor(), a strand), never with a
+///   Lariv guard held, one at a time per session. It may call any registry member and any
+///   thread-safe session member, and use session::user_data().
+/// - It must not block: it runs on an I/O thread. Asynchronous work goes through the session's
+///   executor or the host's own.
+/// - An exception escaping a hook is caught by the registry: that session is closed with
+///   close_reason::host_error (counted in stats().host_errors and logged); no other session is
+///   affected and the exception never reaches io_context::run(). An exception from on_close is
+///   counted and logged; the close goes on.
+/// - No hook starts after ~registry() began; ~registry() waits for hooks running on other threads.
+struct hooks {
+    std::function<void(session&)> on_open;  ///< after a successful HELLO (the session is live)
+    /// A SEND arrived (before routing); return false to drop it (the sender gets unknown_session).
+    std::function<bool(session&, protocol::session_id to, std::string_view payload)> on_message;
+    /// The session left the registry (any reason but the registry's own destruction).
+    std::function<void(session&, close_reason)> on_close;
+};
+
+/// Hot-reloadable settings (SIGHUP). Each read on its own at use time: relaxed.
+struct hot_settings {
+    std::atomic<std::size_t> max_sessions{0};
+    std::atomic<std::size_t> max_queue_bytes{0};
+    std::atomic<std::uint32_t> rate_limit{0};
+    std::atomic<std::uint32_t> rate_burst{0};
+    std::atomic<std::uint32_t> idle_timeout_ms{0};
+};
+
+#ifdef LARIV_TEST_SEAMS
+namespace testing {
+/// Test builds only: called by adopt/attach between publishing a session in the Lariv and making
+/// it visible (the window the "half-built sessions" defect lived in). nullptr = none.
+void set_after_publish(std::function<void()> f);
+}  // namespace testing
+#endif
+
+namespace detail {
+
+/// A pending async_shutdown completion (type-erased; see registry::async_shutdown).
+struct shutdown_waiter {
+    virtual ~shutdown_waiter() = default;
+    /// Posts the completion to the handler's executor. Called exactly once.
+    virtual void complete(std::error_code ec) = 0;
+};
+
+/// The 128-bit id <-> Lariv index mapping. The high half (node, boot epoch) is the index's own;
+/// the low half (generation, slot) goes through a keyed 64-bit Feistel permutation, so ids are
+/// not guessable from one another (a client cannot address the session after its own), while
+/// decoding stays O(1) and exact. The key is random per registry. Not a MAC: it makes guessing
+/// as hard as hitting a live session among 2^64 values, it does not authenticate.
+class id_codec {
+public:
+    id_codec();
+    [[nodiscard]] protocol::session_id encode(lariv::Index i) const noexcept {
+        return {i.hi, permute(i.lo)};
+    }
+    [[nodiscard]] lariv::Index decode(protocol::session_id s) const noexcept {
+        return {s.hi, unpermute(s.lo)};
+    }
+
+private:
+    static constexpr int rounds = 4;
+    [[nodiscard]] static std::uint32_t f(std::uint64_t k, std::uint32_t r) noexcept {
+        std::uint64_t x = k ^ r;  // murmur3's fmix64, keyed
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdULL;
+        x ^= x >> 33;
+        x *= 0xc4ceb9fe1a85ec53ULL;
+        x ^= x >> 33;
+        return static_cast<std::uint32_t>(x);
+    }
+    [[nodiscard]] std::uint64_t permute(std::uint64_t v) const noexcept {
+        auto l = static_cast<std::uint32_t>(v >> 32);
+        auto r = static_cast<std::uint32_t>(v);
+        for (int i = 0; i < rounds; ++i) {
+            const std::uint32_t t = l ^ f(key_[i], r);
+            l = r;
+            r = t;
+        }
+        return (std::uint64_t{l} << 32) | r;
+    }
+    [[nodiscard]] std::uint64_t unpermute(std::uint64_t v) const noexcept {
+        auto l = static_cast<std::uint32_t>(v >> 32);
+        auto r = static_cast<std::uint32_t>(v);
+        for (int i = rounds - 1; i >= 0; --i) {
+            const std::uint32_t t = r ^ f(key_[i], l);
+            r = l;
+            l = t;
+        }
+        return (std::uint64_t{l} << 32) | r;
+    }
+    std::array<std::uint64_t, rounds> key_{};
+};
+
+class registry_core : public std::enable_shared_from_this<registry_core> {
+public:
+    enum class phase : std::uint8_t { running, draining, stopped };
+
+    registry_core(asio::any_io_executor ex, registry_options opts, hooks h);
+    ~registry_core();
+
+    // --- admission
+    /// A Lariv-protocol session, constructed and not yet started: refuse it or publish + start it.
+    void admit(const std::shared_ptr<session>& s);
+    /// A host session: publish it live. nullopt when full or shutting down.
+    std::optional<protocol::session_id> attach(std::shared_ptr<session_base> e);
+    /// The host session `id` ended. False when the id names no attached host session.
+    bool detach(protocol::session_id id);
+
+    // --- lookup and routing
+    [[nodiscard]] std::shared_ptr<session_base> find(protocol::session_id id) const;
+    [[nodiscard]] protocol::error_code missing_reason(protocol::session_id id) const;
+    std::optional<protocol::error_code> send(protocol::session_id to, protocol::session_id from,
+                                             std::string_view payload);
+    bool kick(protocol::session_id id, close_reason why);
+    void for_each(const std::function<bool(session_base&)>& f, std::uint32_t first_slot) const;
+    [[nodiscard]] protocol::list_page list(std::optional<protocol::session_id> after,
+                                           std::uint32_t limit,
+                                           const std::function<bool(const session_base&)>& keep) const;
+    [[nodiscard]] std::optional<std::uint32_t> slot_of(protocol::session_id id) const;
+    [[nodiscard]] std::optional<lariv::Index> index_of(protocol::session_id id) const;
+    [[nodiscard]] std::uint32_t page_limit(std::uint32_t requested) const noexcept;
+
+    // --- shutdown
+    void drain();
+    void close_all(close_reason why);
+    void async_shutdown(std::chrono::milliseconds grace, std::unique_ptr<shutdown_waiter> w);
+    /// The front is being destroyed: no more hooks, close everything, drop every entry.
+    void abandon();
+    void reload(const registry_options& o);
+
+    // --- used by sessions
+    /// A session entered `closing`: its entry leaves the Lariv (exactly once per session).
+    void remove(const lariv::Index& i);
+    /// A connection's transport closed (pairs with the increment at admission).
+    void connection_closed();
+    /// How long a draining session may flush: the async_shutdown grace, or drain_timeout_ms.
+    [[nodiscard]] std::chrono::milliseconds drain_linger() const noexcept {
+        return std::chrono::milliseconds(drain_linger_ms_.load(std::memory_order_relaxed));
+    }
+    /// A draining session was closed before it could flush everything.
+    void note_drain_cut();
+    /// Runs a hook for `s` with the contract of `hooks`: false if it threw (counted, logged).
+    template <class F>
+    bool run_hook(F&& f) noexcept;
+
+    // --- state
+    [[nodiscard]] const registry_options& options() const noexcept { return opts_; }
+    [[nodiscard]] const hooks& host_hooks() const noexcept { return hooks_; }
+    [[nodiscard]] const hot_settings& hot() const noexcept { return hot_; }
+    [[nodiscard]] registry_stats& stats() noexcept { return stats_; }
+    [[nodiscard]] const registry_stats& stats() const noexcept { return stats_; }
+    [[nodiscard]] phase current_phase() const noexcept { return phase_.load(std::memory_order_acquire); }
+    [[nodiscard]] std::size_t size() const noexcept { return live_.load(std::memory_order_relaxed); }
+    [[nodiscard]] std::size_t open_connections() const noexcept {
+        return open_.load(std::memory_order_acquire);
+    }
+    [[nodiscard]] std::size_t lariv_buffers() const noexcept { return sessions_.node_count(); }
+    [[nodiscard]] std::size_t lariv_capacity() const noexcept { return sessions_.capacity(); }
+    [[nodiscard]] const asio::any_io_executor& executor() const noexcept { return ex_; }
+
+private:
+    bool hook_enter() noexcept;
+    void hook_leave() noexcept;
+    void hook_failed(const char* what) noexcept;
+    /// Reserve under max_sessions, push, write the id. nullopt when full.
+    std::optional<lariv::Index> publish(const std::shared_ptr<session_base>& e);
+    void check_done();
+    void complete_waiters(std::error_code ec);
+    void on_grace_expired();
+
+    asio::any_io_executor ex_;
+    registry_options opts_;
+    hooks hooks_;
+    id_codec ids_;
+    lariv::Lariv<std::shared_ptr<session_base>> sessions_;
+    registry_stats stats_;
+    hot_settings hot_;
+    std::atomic<std::size_t> live_{0};
+    std::atomic<std::size_t> open_{0};
+    std::atomic<phase> phase_{phase::running};
+    std::atomic<std::int64_t> drain_linger_ms_{0};
+
+    // Hooks: enabled until abandon(); in-flight count so abandon() can wait for other threads.
+    std::atomic<bool> hooks_enabled_{true};
+    std::atomic<int> hooks_in_flight_{0};
+
+    // Shutdown (not a hot path: a mutex).
+    std::mutex shut_mu_;
+    bool shutdown_started_ = false;
+    bool shutdown_done_ = false;
+    bool grace_expired_ = false;
+    std::error_code done_ec_;
+    std::vector<std::unique_ptr<shutdown_waiter>> waiters_;
+    asio::steady_timer grace_timer_;
+};
+
+/// STATS / /varz counters as JSON.
+nlohmann::json stats_json(const registry_core& core);
+
+/// The current thread's hook nesting, per core: abandon() called from inside a hook must not wait
+/// for itself.
+struct hook_scope {
+    static thread_local const registry_core* core;
+    static thread_local int depth;
+};
+
+template <class F>
+bool registry_core::run_hook(F&& f) noexcept {
+    if (!hook_enter()) {
+        return true;  // hooks are off (the registry is being destroyed): nothing ran, nothing failed
+    }
+    const registry_core* outer = hook_scope::core;
+    hook_scope::core = this;
+    ++hook_scope::depth;
+    bool ok = true;
+    try {
+        std::forward<F>(f)();
+    } catch (const std::exception& e) {
+        ok = false;
+        hook_failed(e.what());
+    } catch (...) {
+        ok = false;
+        hook_failed("non-standard exception");
+    }
+    --hook_scope::depth;
+    hook_scope::core = outer;
+    hook_leave();
+    return ok;
+}
+
+}  // namespace detail
+}  // namespace lariv::server

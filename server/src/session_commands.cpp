@@ -1,0 +1,168 @@
+// The Lariv wire-protocol handler: one function per command (PROTOCOL.md section 4). It runs on
+// the session's strand and speaks to the registry core; the transport is session.cpp.
+#include <string>
+#include <variant>
+
+#include "lariv/protocol/encoder.hpp"
+#include "lariv/server/registry.hpp"
+#include "lariv/server/session.hpp"
+
+namespace lariv::server {
+
+namespace {
+using protocol::error_code;
+}  // namespace
+
+void session::handle(const protocol::command& cmd) {
+    std::visit(
+        [this](const auto& m) {
+            using T = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<T, protocol::hello_msg>) {
+                handle_hello(m);
+            } else if constexpr (std::is_same_v<T, protocol::ping_msg>) {
+                std::string f;
+                protocol::encode(f, protocol::pong_msg{});
+                reply(f);
+            } else if constexpr (std::is_same_v<T, protocol::pong_msg>) {
+                outstanding_pings_ = 0;
+            } else if constexpr (std::is_same_v<T, protocol::quit_msg>) {
+                std::string f;
+                protocol::encode(f, protocol::ok_msg{"bye"});
+                reply(f);
+                do_close(close_reason::client_quit);
+            } else if (!handshaken()) {
+                reply_error(error_code::handshake_required, "send HELLO first");
+            } else if constexpr (std::is_same_v<T, protocol::send_msg>) {
+                handle_send(m);
+            } else if constexpr (std::is_same_v<T, protocol::info_msg>) {
+                if (auto s = core_->find(m.id); s && s->routable()) {
+                    std::string f;
+                    protocol::encode(f, s->info());
+                    reply(f);
+                } else {
+                    reply_error(core_->missing_reason(m.id), "no live session " + m.id.to_string());
+                }
+            } else if constexpr (std::is_same_v<T, protocol::list_msg>) {
+                if (!admin_) {
+                    reply_error(error_code::not_authorized, "LIST needs the admin token");
+                    return;
+                }
+                std::string f;
+                protocol::encode(f, core_->list(m.after, m.limit, {}));
+                reply(f);
+            } else if constexpr (std::is_same_v<T, protocol::kick_msg>) {
+                if (!admin_) {
+                    reply_error(error_code::not_authorized, "KICK needs the admin token");
+                } else if (core_->kick(m.id, close_reason::kicked)) {
+                    std::string f;
+                    protocol::encode(f, protocol::ok_msg{"kicked"});
+                    reply(f);
+                } else {
+                    reply_error(core_->missing_reason(m.id), "no live session " + m.id.to_string());
+                }
+            } else if constexpr (std::is_same_v<T, protocol::stats_msg>) {
+                std::string f;
+                protocol::encode_body(f, protocol::body_kind::stats, detail::stats_json(*core_));
+                reply(f);
+            }
+        },
+        cmd);
+}
+
+void session::handle_hello(const protocol::hello_msg& m) {
+    const registry_options& cfg = core_->options();
+    if (handshaken()) {
+        reply_error(error_code::bad_syntax, "HELLO was already accepted");
+        return;
+    }
+    if (m.version != protocol::protocol_version) {
+        reply_error(error_code::unsupported_version, "this server speaks version 1");
+        return;
+    }
+    const bool is_admin = !cfg.admin_token.empty() && m.auth == cfg.admin_token;
+    if (!cfg.auth_token.empty() && m.auth != cfg.auth_token && !is_admin) {
+        reply_error(error_code::not_authorized, "bad auth token");
+        return;
+    }
+    admin_ = cfg.admin_token.empty() || is_admin;
+    verbose_ = m.verbose;
+    name_ = m.name.substr(0, 128);
+    // release: publishes name_ to other threads' info() (they acquire handshaken_).
+    handshaken_.store(true, std::memory_order_release);
+    // Routable from here on (a drain that already moved it to draining wins: it stays unroutable).
+    state_.move(session_state::live);
+    core_->stats().handshakes.fetch_add(1, std::memory_order_relaxed);
+    protocol::hello_reply r;
+    r.session = id_;
+    r.node = cfg.node_id;
+    r.server = std::string("larivd/") + LARIV_VERSION;
+    r.limits = cfg.limits;
+    r.heartbeat_ms = cfg.heartbeat_ms;
+    std::string f;
+    protocol::encode(f, r);
+    reply(f);
+    if (const auto& h = core_->host_hooks(); h.on_open) {
+        if (!core_->run_hook([&] { h.on_open(*this); })) {
+            do_close(close_reason::host_error);
+        }
+    }
+}
+
+void session::handle_send(const protocol::send_msg& m) {
+    auto answer = [&](std::optional<error_code> err, std::string_view why) {
+        if (err) {
+            core_->stats().send_errors.fetch_add(1, std::memory_order_relaxed);
+        }
+        std::string f;
+        if (!m.token.empty()) {
+            protocol::encode(f, protocol::ack_msg{m.token, err});
+        } else if (err) {
+            protocol::encode(f, protocol::err_msg{*err, why});
+        } else if (verbose_) {
+            protocol::encode(f, protocol::ok_msg{});
+        } else {
+            return;
+        }
+        reply(f);
+    };
+    // Token bucket rate limit (per session, strand-local state).
+    if (const std::uint32_t rate = core_->hot().rate_limit.load(std::memory_order_relaxed); rate != 0) {
+        const std::uint32_t burst_cfg = core_->hot().rate_burst.load(std::memory_order_relaxed);
+        const double burst = burst_cfg != 0 ? burst_cfg : rate;
+        const auto now = clock::now();
+        tokens_ = std::min(burst, tokens_ + std::chrono::duration<double>(now - tokens_at_).count() * rate);
+        tokens_at_ = now;
+        if (tokens_ < 1.0) {
+            core_->stats().rate_limited.fetch_add(1, std::memory_order_relaxed);
+            answer(error_code::rate_limited, "over the send rate; retry later");
+            return;
+        }
+        tokens_ -= 1.0;
+    }
+    if (const auto& h = core_->host_hooks(); h.on_message) {
+        bool keep = true;
+        if (!core_->run_hook([&] { keep = h.on_message(*this, m.to, m.payload); })) {
+            answer(error_code::internal, "the host failed on this message");
+            do_close(close_reason::host_error);
+            return;
+        }
+        if (!keep) {
+            answer(error_code::unknown_session, "dropped by the host");
+            return;
+        }
+    }
+    msgs_in_.fetch_add(1, std::memory_order_relaxed);
+    core_->stats().msgs_in.fetch_add(1, std::memory_order_relaxed);
+    const auto err = core_->send(m.to, id_, m.payload);
+    std::string why;
+    if (err == error_code::queue_full) {
+        why = "the target's queue is full";
+    } else if (err == error_code::draining) {
+        why = "the server is draining";
+    } else if (err) {
+        why = "no live session " + m.to.to_string();
+    }
+    answer(err, why);
+}
+
+}  // namespace lariv::server
