@@ -122,15 +122,7 @@ public:
         sa.sin_family = AF_INET;
         sa.sin_port = htons(port);
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-            ::close(fd_);
-            fd_ = -1;
-            return false;
-        }
-        rx_.clear();
-        dec_ = proto::reply_decoder(big_limits());
-        eof_ = false;
-        return true;
+        return finish_connect(::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
     }
     /// Connects to the Unix stream socket at `path`. Returns false on failure.
     bool try_connect_unix(const std::string& path) {
@@ -142,7 +134,11 @@ public:
         sockaddr_un sa{};
         sa.sun_family = AF_UNIX;
         std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
-        if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        return finish_connect(::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
+    }
+    /// After connect(2) returned `rc`: a fresh decoder on success, no descriptor on failure.
+    bool finish_connect(int rc) {
+        if (rc != 0) {
             ::close(fd_);
             fd_ = -1;
             return false;
