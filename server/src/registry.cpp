@@ -430,7 +430,9 @@ void registry_core::check_done() {
             return;
         }
         shutdown_done_ = true;
-        done_ec_ = grace_expired_ ? std::error_code(asio::error::timed_out) : std::error_code();
+        done_ec_ = aborted_         ? std::error_code(asio::error::operation_aborted)
+                   : grace_expired_ ? std::error_code(asio::error::timed_out)
+                                    : std::error_code();
         grace_timer_.cancel();
         ws.swap(waiters_);
     }
@@ -447,19 +449,33 @@ void registry_core::abandon() {
     while (hooks_in_flight_.load(std::memory_order_seq_cst) > mine) {
         std::this_thread::yield();
     }
-    // 2. Admit nothing more; close everyone now.
+    // 2. Admit nothing more; close everyone now. A shutdown still pending completes with
+    //    operation_aborted: its sessions were cut, not drained.
+    {
+        std::lock_guard lk(shut_mu_);
+        aborted_ = true;
+    }
     phase_.store(phase::stopped, std::memory_order_seq_cst);
     close_all(close_reason::shutdown);
     // 3. Let go of every entry (visible or not): breaks the core -> session -> core cycle, so
     //    sessions whose handlers never run again (a stopped io_context) are freed with it.
+    //    Host sessions can no longer detach (the front is gone): they are detached here, so a
+    //    pending async_shutdown still completes once the Lariv-protocol sessions have closed.
     std::vector<lariv::Index> all;
     sessions_.for_each([&](const lariv::Index& i, const std::shared_ptr<session_base>&) {
         all.push_back(i);
         return true;
     });
     for (const auto& i : all) {
-        if (sessions_.remove(i)) {
-            live_.fetch_sub(1, std::memory_order_relaxed);
+        auto taken = sessions_.take(i);
+        if (!taken) {
+            continue;  // it removed itself meanwhile
+        }
+        live_.fetch_sub(1, std::memory_order_relaxed);
+        if ((*taken)->is_host() && is_visible((*taken)->state_.load())) {
+            (*taken)->state_.move(session_state::closing);
+            (*taken)->state_.move(session_state::closed);
+            connection_closed();
         }
     }
 }

@@ -671,6 +671,27 @@ TEST_CASE("async_shutdown drains host sessions, and one that never detaches is d
     }
 }
 
+TEST_CASE("a shutdown still pending when the registry is destroyed completes (host and protocol sessions)") {
+    // Found by the TPR relay's stop orders: ~registry took the host entries out without counting
+    // them closed, so the pending shutdown never completed and its handler was dropped.
+    embed_host h;
+    auto m = std::make_shared<member>(h.io().get_executor(), h.reg(), false);
+    m->id = h.reg().attach(m).value();
+    client c = h.connect_hello();
+    auto f = h.reg().async_shutdown(std::chrono::seconds(30), asio::use_future);
+    h.stop_accepting();
+    h.destroy_registry();
+    REQUIRE(f.wait_for(scaled(3000ms)) == std::future_status::ready);
+    std::error_code ec;
+    try {
+        f.get();
+    } catch (const std::system_error& e) {
+        ec = e.code();
+    }
+    CHECK(ec == asio::error::operation_aborted);  // cut by the destruction, not drained
+    CHECK(c.wait_closed(scaled(1000ms)));
+}
+
 }  // TEST_SUITE("library")
 
 // ---------------------------------------------------------------------- 5. SIGHUP clamp

@@ -143,7 +143,8 @@ public:
     /// Graceful shutdown: stop admitting (new connections are told `draining`), tell every
     /// session to drain (flush what was accepted for it, then close), and complete when every
     /// connection is closed, or after `grace` with the stragglers closed at once and the error
-    /// asio::error::timed_out. Signature void(std::error_code); any completion token (callback,
+    /// asio::error::timed_out (operation_aborted if the registry object is destroyed while it is
+    /// pending: it still completes). Signature void(std::error_code); any completion token (callback,
     /// use_awaitable, use_future, experimental::deferred). Completes on the handler's associated
     /// executor, exactly once; calling it again (or after it completed) is fine.
     template <class Token>

@@ -249,6 +249,7 @@ private:
     bool shutdown_started_ = false;
     bool shutdown_done_ = false;
     bool grace_expired_ = false;
+    bool aborted_ = false;  // the front was destroyed while a shutdown was pending
     std::error_code done_ec_;
     std::vector<std::unique_ptr<shutdown_waiter>> waiters_;
     asio::steady_timer grace_timer_;
