@@ -76,6 +76,9 @@ registry_core::registry_core(asio::any_io_executor ex, registry_options opts, ho
                                .node_id = opts_.node_id,
                                .tag = opts_.boot_epoch})
     , grace_timer_(ex_) {
+    // spdlog creates its default logger on first use; do it here, before I/O threads log (the
+    // creation is thread-safe, but TSan cannot see that inside the uninstrumented libspdlog).
+    (void)spdlog::default_logger_raw();
     drain_linger_ms_.store(opts_.drain_timeout_ms, std::memory_order_relaxed);
     reload(opts_);
 }
