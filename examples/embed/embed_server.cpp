@@ -19,6 +19,7 @@
 #include <asio/read.hpp>
 #include <asio/read_until.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/strand.hpp>
 #include <asio/streambuf.hpp>
 #include <asio/write.hpp>
 
@@ -27,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <istream>
 #include <memory>
 #include <mutex>
@@ -59,9 +61,10 @@ struct member {
 class host {
 public:
     host(std::uint16_t line_port, std::uint16_t registry_port)
-        : registry_(io_.get_executor(), make_config(), make_hooks())
-        , line_acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), line_port))
-        , registry_acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), registry_port)) {}
+        : control_(asio::make_strand(io_))
+        , registry_(io_.get_executor(), make_config(), make_hooks())
+        , line_acceptor_(control_, tcp::endpoint(asio::ip::address_v4::loopback(), line_port))
+        , registry_acceptor_(control_, tcp::endpoint(asio::ip::address_v4::loopback(), registry_port)) {}
 
     ~host() { shutdown(); }
 
@@ -72,26 +75,28 @@ public:
             threads_.emplace_back([this] { io_.run(); });
         }
     }
-    /// Shutdown order: acceptors, sessions (while the io_context still runs their handlers),
-    /// then the threads.
+    /// Shutdown order: acceptors and operator connections, then the registry's sessions through
+    /// async_shutdown (drained and flushed while the io_context still runs), then the threads.
     void shutdown() {
         if (stopped_.exchange(true)) {
             return;
         }
-        asio::post(io_, [this] {
+        asio::post(control_, [this] {
             std::error_code ec;
             line_acceptor_.close(ec);
             registry_acceptor_.close(ec);
             std::lock_guard lk(lines_mu_);
             for (auto& s : lines_) {
                 if (auto p = s.lock()) {
-                    p->close(ec);
+                    p->close();
                 }
             }
         });
-        registry_.close_all(srv::close_reason::draining);
-        // Give the closing sessions a moment to flush their final frame, then stop.
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::promise<std::error_code> drained;
+        registry_.async_shutdown(std::chrono::seconds(2), [&](std::error_code ec) { drained.set_value(ec); });
+        if (!threads_.empty()) {
+            drained.get_future().wait();
+        }
         io_.stop();
         for (auto& t : threads_) {
             t.join();
@@ -177,7 +182,8 @@ private:
     }
 
     void accept_registry_clients() {
-        registry_acceptor_.async_accept([this](std::error_code ec, tcp::socket sock) {
+        // Onto the io_context's executor, not the acceptors' strand (see registry::adopt).
+        registry_acceptor_.async_accept(io_, [this](std::error_code ec, tcp::socket sock) {
             if (ec == asio::error::operation_aborted || !registry_acceptor_.is_open()) {
                 return;
             }
@@ -193,7 +199,13 @@ private:
     public:
         line_session(host& h, tcp::socket s) : host_(h), socket_(std::move(s)) {}
         void start() { read(); }
-        void close(std::error_code& ec) { socket_.close(ec); }
+        /// Any thread: the close runs on the connection's own strand.
+        void close() {
+            asio::post(socket_.get_executor(), [self = shared_from_this()] {
+                std::error_code ec;
+                self->socket_.close(ec);
+            });
+        }
 
     private:
         void read() {
@@ -241,7 +253,9 @@ private:
     };
 
     void accept_lines() {
-        line_acceptor_.async_accept([this](std::error_code ec, tcp::socket sock) {
+        // Each operator connection gets a strand of its own (its handlers never run at once).
+        line_acceptor_.async_accept(asio::any_io_executor(asio::make_strand(io_)),
+                                    [this](std::error_code ec, tcp::socket sock) {
             if (ec == asio::error::operation_aborted || !line_acceptor_.is_open()) {
                 return;
             }
@@ -258,6 +272,7 @@ private:
     }
 
     asio::io_context io_;
+    asio::strand<asio::io_context::executor_type> control_;  // the acceptors' strand
     srv::registry registry_;  // constructed on our executor; owns no threads
     tcp::acceptor line_acceptor_;
     tcp::acceptor registry_acceptor_;

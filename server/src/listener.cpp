@@ -8,7 +8,8 @@ namespace lariv::server {
 
 listener::listener(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, on_accept_fn f,
                    options o, std::function<void()> on_error)
-    : strand_(asio::make_strand(ex))
+    : ex_(ex)
+    , strand_(asio::make_strand(ex))
     , acceptor_(strand_)
     , backoff_timer_(strand_)
     , on_accept_(std::move(f))
@@ -38,7 +39,10 @@ void listener::do_accept() {
     if (stopped_) {
         return;
     }
-    acceptor_.async_accept(asio::bind_executor(
+    // The new socket is bound to the I/O executor, not to this strand: a session wraps its
+    // stream's executor in a strand of its own, and a strand of this one would serialise every
+    // session behind the listener.
+    acceptor_.async_accept(ex_, asio::bind_executor(
         strand_, [self = shared_from_this()](std::error_code ec, asio::ip::tcp::socket s) {
             self->on_accept(ec, std::move(s));
         }));

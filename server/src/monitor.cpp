@@ -10,7 +10,9 @@
 #include <asio/read.hpp>
 #include <asio/read_until.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 #include <asio/streambuf.hpp>
+#include <asio/bind_executor.hpp>
 #include <asio/write.hpp>
 
 #include "lariv/server/listener.hpp"
@@ -64,8 +66,9 @@ void metric(std::ostringstream& o, const char* name, const char* type, const cha
 class http_conn : public std::enable_shared_from_this<http_conn> {
 public:
     http_conn(asio::ip::tcp::socket s, registry& reg, std::shared_ptr<monitor::conn_count> count)
-        : socket_(std::move(s))
-        , timer_(socket_.get_executor())
+        : strand_(asio::make_strand(s.get_executor()))
+        , socket_(std::move(s))
+        , timer_(strand_)
         , reg_(reg)
         , count_(std::move(count))
         , buf_(max_request) {}
@@ -75,25 +78,25 @@ public:
 
     void start(bool over_cap) {
         timer_.expires_after(std::chrono::seconds(5));
-        timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+        timer_.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](std::error_code ec) {
             if (!ec) {
                 std::error_code e;
                 self->socket_.close(e);
             }
-        });
+        }));
         if (over_cap) {
             // Too many monitor connections: answer at once, without reading the request.
             respond({503, "text/plain", "too many monitor connections\n"});
             return;
         }
         asio::async_read_until(socket_, buf_, "\r\n\r\n",
-                               [self = shared_from_this()](std::error_code ec, std::size_t) {
+                               asio::bind_executor(strand_, [self = shared_from_this()](std::error_code ec, std::size_t) {
                                    self->on_request(ec);
-                               });
+                               }));
     }
     /// Closes the connection (monitor::stop): its handlers then run as no-ops.
     void close() {
-        asio::post(socket_.get_executor(), [self = shared_from_this()] {
+        asio::post(strand_, [self = shared_from_this()] {
             self->stopped_ = true;
             std::error_code e;
             self->socket_.close(e);
@@ -136,14 +139,15 @@ private:
                r.content_type + "\r\nContent-Length: " + std::to_string(r.body.size()) +
                "\r\nConnection: close\r\n\r\n" + r.body;
         asio::async_write(socket_, asio::buffer(out_),
-                          [self = shared_from_this()](std::error_code, std::size_t) {
+                          asio::bind_executor(strand_, [self = shared_from_this()](std::error_code, std::size_t) {
                               std::error_code e;
                               self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, e);
                               self->socket_.close(e);
                               self->timer_.cancel();
-                          });
+                          }));
     }
 
+    asio::strand<asio::any_io_executor> strand_;  // the socket, the timer and close() meet here
     asio::ip::tcp::socket socket_;
     asio::steady_timer timer_;
     registry& reg_;

@@ -160,6 +160,16 @@ client stuck_client(embed_host& h, client& feeder) {
     return slow;
 }
 
+/// async_shutdown's result through a plain callback. (use_future reports errors as exceptions,
+/// and TSan cannot see the exception refcount inside the uninstrumented libstdc++, so the error
+/// cases use this; use_future itself is exercised on the success path.)
+std::future<std::error_code> shutdown_result(srv::registry& reg, std::chrono::milliseconds grace) {
+    auto p = std::make_shared<std::promise<std::error_code>>();
+    auto f = p->get_future();
+    reg.async_shutdown(grace, [p](std::error_code ec) { p->set_value(ec); });
+    return f;
+}
+
 }  // namespace
 
 TEST_SUITE("library") {
@@ -484,15 +494,9 @@ TEST_CASE("async_shutdown whose grace runs out closes the stragglers and complet
     client feeder = h.connect_hello();
     client slow = stuck_client(h, feeder);
     const auto t0 = std::chrono::steady_clock::now();
-    auto f = h.reg().async_shutdown(std::chrono::milliseconds(300), asio::use_future);
+    auto f = shutdown_result(h.reg(), std::chrono::milliseconds(300));
     REQUIRE(f.wait_for(scaled(3000ms)) == std::future_status::ready);
-    std::error_code ec;
-    try {
-        f.get();
-    } catch (const std::system_error& e) {
-        ec = e.code();
-    }
-    CHECK(ec == asio::error::timed_out);
+    CHECK(f.get() == asio::error::timed_out);
     CHECK(std::chrono::steady_clock::now() - t0 >= 250ms);
     CHECK(h.reg().open_connections() == 0);
     CHECK(feeder.wait_closed(scaled(1000ms)));
@@ -663,9 +667,9 @@ TEST_CASE("async_shutdown drains host sessions, and one that never detaches is d
         embed_host h;
         auto m = std::make_shared<member>(h.io().get_executor(), h.reg(), false);
         m->id = h.reg().attach(m).value();
-        auto f = h.reg().async_shutdown(std::chrono::milliseconds(200), asio::use_future);
+        auto f = shutdown_result(h.reg(), std::chrono::milliseconds(200));
         REQUIRE(f.wait_for(scaled(3000ms)) == std::future_status::ready);
-        CHECK_THROWS(f.get());  // timed_out
+        CHECK(f.get() == asio::error::timed_out);
         CHECK(h.reg().open_connections() == 0);
         CHECK(h.reg().size() == 0);
     }
@@ -678,17 +682,11 @@ TEST_CASE("a shutdown still pending when the registry is destroyed completes (ho
     auto m = std::make_shared<member>(h.io().get_executor(), h.reg(), false);
     m->id = h.reg().attach(m).value();
     client c = h.connect_hello();
-    auto f = h.reg().async_shutdown(std::chrono::seconds(30), asio::use_future);
+    auto f = shutdown_result(h.reg(), std::chrono::seconds(30));
     h.stop_accepting();
     h.destroy_registry();
     REQUIRE(f.wait_for(scaled(3000ms)) == std::future_status::ready);
-    std::error_code ec;
-    try {
-        f.get();
-    } catch (const std::system_error& e) {
-        ec = e.code();
-    }
-    CHECK(ec == asio::error::operation_aborted);  // cut by the destruction, not drained
+    CHECK(f.get() == asio::error::operation_aborted);  // cut by the destruction, not drained
     CHECK(c.wait_closed(scaled(1000ms)));
 }
 

@@ -34,6 +34,7 @@ private:
     void do_accept();
     void on_accept(std::error_code ec, asio::ip::tcp::socket s);
 
+    asio::any_io_executor ex_;  // accepted sockets get this executor, never the listener's strand
     asio::strand<asio::any_io_executor> strand_;
     asio::ip::tcp::acceptor acceptor_;
     asio::steady_timer backoff_timer_;

@@ -63,7 +63,10 @@ public:
     [[nodiscard]] executor_type get_executor() const noexcept { return core_->executor(); }
 
     /// Takes a connected stream and makes it a Lariv-protocol session (or refuses it with
-    /// server_full / draining, telling the client). Returns at once.
+    /// server_full / draining, telling the client). Returns at once. The session runs on a
+    /// strand of the stream's executor: accept onto the io_context's executor (as
+    /// `acceptor.async_accept(io, ...)` does), not onto a strand shared by many streams, or
+    /// their sessions run one at a time.
     template <class Stream>
     void adopt(Stream stream) {
         core_->admit(std::make_shared<stream_session<Stream>>(core_, std::move(stream)));
