@@ -119,14 +119,12 @@ public:
 
 private:
     static constexpr int rounds = 4;
+    // The round function: the half, spread over 64 bits by the round key, one multiply, the
+    // high 32 bits of the product (they depend on every input bit). One multiply per round
+    // keeps a decode at about 20 cycles on the routing path.
     [[nodiscard]] static std::uint32_t f(std::uint64_t k, std::uint32_t r) noexcept {
-        std::uint64_t x = k ^ r;  // murmur3's fmix64, keyed
-        x ^= x >> 33;
-        x *= 0xff51afd7ed558ccdULL;
-        x ^= x >> 33;
-        x *= 0xc4ceb9fe1a85ec53ULL;
-        x ^= x >> 33;
-        return static_cast<std::uint32_t>(x);
+        const std::uint64_t x = (k ^ (std::uint64_t{r} * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL;
+        return static_cast<std::uint32_t>(x >> 32);
     }
     [[nodiscard]] std::uint64_t permute(std::uint64_t v) const noexcept {
         auto l = static_cast<std::uint32_t>(v >> 32);
