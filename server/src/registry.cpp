@@ -159,25 +159,27 @@ std::optional<protocol::session_id> registry_core::attach(std::shared_ptr<sessio
 
 bool registry_core::detach(protocol::session_id id) {
     const auto idx = ids_.decode(id);
+    {
+        // Only host sessions detach: a Lariv-protocol session's id is public (HELLO gives it out)
+        // and it leaves the registry through its own state machine. The guard is released
+        // before take(), which waits for guards (its own would deadlock). An index names one
+        // entry for life, so the kind cannot change between the two.
+        auto g = sessions_.get(idx);
+        if (!g || !(*g)->is_host()) {
+            return false;
+        }
+    }
     // take(): exactly one detach of an id wins; later ones (and stale ids) find nothing.
     auto taken = sessions_.take(idx);
     if (!taken) {
         return false;
     }
     auto& e = *taken;
-    if (!e->is_host()) {
-        // Not a host session: put nothing back (the Lariv-protocol session removes itself); this
-        // cannot happen through the public API since adopt() never hands out a Lariv-protocol
-        // session's id before it is visible, but be strict.
-        spdlog::error("registry: detach({}) of a Lariv-protocol session", id.to_string());
-    }
     e->state_.move(session_state::closing);
     e->state_.move(session_state::closed);
     live_.fetch_sub(1, std::memory_order_relaxed);
     stats_.closed[static_cast<std::size_t>(close_reason::client_closed)].fetch_add(1, std::memory_order_relaxed);
-    if (e->is_host()) {
-        connection_closed();
-    }
+    connection_closed();
     return true;
 }
 

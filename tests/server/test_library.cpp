@@ -647,6 +647,8 @@ TEST_CASE("host sessions: attach, route in both directions, bounded queue, INFO/
     CHECK(m->why() == srv::close_reason::kicked);
     CHECK(h.reg().size() == 1);
     CHECK_FALSE(h.reg().detach(*id));  // exactly once
+    CHECK_FALSE(h.reg().detach(c.id()));  // a Lariv-protocol session is not the host's to detach
+    CHECK(c.ping());
     c.send_to(*id, "gone", "t2");
     f = c.skip_events();
     CHECK(f.ack_error == error_code::stale_session);

@@ -36,13 +36,8 @@
 
 namespace lariv::server {
 
-/// Legacy name of the queue outcome (deliver_result), kept for host code.
-using enqueue_result = deliver_result;
-
 class session : public session_base, public std::enable_shared_from_this<session> {
 public:
-    using enqueue_result = deliver_result;
-
     ~session() override;
 
     /// Client name from HELLO ("" before). Thread-safe.
