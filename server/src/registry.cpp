@@ -422,6 +422,21 @@ void registry_core::on_grace_expired() {
     check_done();
 }
 
+void registry_core::cancel_waiter(std::uint64_t ticket) {
+    std::unique_ptr<shutdown_waiter> w;
+    {
+        std::lock_guard lk(shut_mu_);
+        const auto it = std::find_if(waiters_.begin(), waiters_.end(),
+                                     [ticket](const auto& p) { return p->ticket == ticket; });
+        if (it == waiters_.end()) {
+            return;  // already completed (or completing): nothing to cancel
+        }
+        w = std::move(*it);
+        waiters_.erase(it);
+    }
+    w->complete(asio::error::operation_aborted);
+}
+
 void registry_core::note_drain_cut() {
     std::lock_guard lk(shut_mu_);
     grace_expired_ = true;

@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/executor_work_guard.hpp>
@@ -500,6 +502,27 @@ TEST_CASE("async_shutdown whose grace runs out closes the stragglers and complet
     CHECK(std::chrono::steady_clock::now() - t0 >= 250ms);
     CHECK(h.reg().open_connections() == 0);
     CHECK(feeder.wait_closed(scaled(1000ms)));
+}
+
+TEST_CASE("async_shutdown honours per-operation cancellation: the wait ends, the shutdown goes on") {
+    embed_host h;
+    client feeder = h.connect_hello();
+    client slow = stuck_client(h, feeder);  // keeps the shutdown from completing by itself
+    asio::cancellation_signal sig;
+    std::promise<std::error_code> p;
+    h.reg().async_shutdown(std::chrono::seconds(30),
+                           asio::bind_cancellation_slot(sig.slot(), [&](std::error_code ec) { p.set_value(ec); }));
+    auto f = p.get_future();
+    CHECK(f.wait_for(200ms) == std::future_status::timeout);  // still draining the stuck client
+    asio::post(h.io(), [&] { sig.emit(asio::cancellation_type::terminal); });
+    REQUIRE(f.wait_for(scaled(2000ms)) == std::future_status::ready);
+    CHECK(f.get() == asio::error::operation_aborted);
+    CHECK(h.reg().draining());  // the shutdown itself goes on
+    CHECK(h.reg().open_connections() >= 1);
+    // A second wait still completes, when the shutdown does (here: at its shorter grace).
+    auto g = shutdown_result(h.reg(), std::chrono::milliseconds(100));
+    REQUIRE(g.wait_for(scaled(3000ms)) == std::future_status::ready);
+    CHECK(g.get() == asio::error::timed_out);
 }
 
 // -------------------------------------------------------------------------------- any stream

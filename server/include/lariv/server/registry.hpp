@@ -30,7 +30,9 @@
 #include <utility>
 
 #include <asio/any_io_executor.hpp>
+#include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
+#include <asio/cancellation_type.hpp>
 #include <asio/async_result.hpp>
 #include <asio/error.hpp>
 #include <asio/execution/outstanding_work.hpp>
@@ -150,12 +152,29 @@ public:
     /// pending: it still completes). Signature void(std::error_code); any completion token (callback,
     /// use_awaitable, use_future, experimental::deferred). Completes on the handler's associated
     /// executor, exactly once; calling it again (or after it completed) is fine.
+    /// Per-operation cancellation (asio::bind_cancellation_slot, parallel_group, ...): any
+    /// cancellation type completes that wait at once with operation_aborted; the shutdown itself
+    /// goes on. A cancellation emitted after completion does nothing.
     template <class Token>
     auto async_shutdown(std::chrono::milliseconds grace, Token&& token) {
         return asio::async_initiate<Token, void(std::error_code)>(
             [](auto handler, std::shared_ptr<detail::registry_core> core, std::chrono::milliseconds g) {
                 using handler_t = std::decay_t<decltype(handler)>;
-                core->async_shutdown(g, std::make_unique<waiter<handler_t>>(std::move(handler), core->executor()));
+                auto slot = asio::get_associated_cancellation_slot(handler);
+                auto w = std::make_unique<waiter<handler_t>>(std::move(handler), core->executor());
+                w->ticket = core->next_ticket();
+                if (slot.is_connected()) {
+                    // Assigned before the wait is stored, so no completion can precede it.
+                    slot.assign([weak = std::weak_ptr<detail::registry_core>(core),
+                                 ticket = w->ticket](asio::cancellation_type type) {
+                        if (type != asio::cancellation_type::none) {
+                            if (auto c = weak.lock()) {
+                                c->cancel_waiter(ticket);
+                            }
+                        }
+                    });
+                }
+                core->async_shutdown(g, std::move(w));
             },
             token, core_, grace);
     }
@@ -186,6 +205,9 @@ private:
             auto ex = work;
             asio::post(ex, [h = std::move(handler), w = std::move(work), ec]() mutable {
                 (void)w;
+                // The slot is left as it is: clearing it here could race an emit on another
+                // thread, and the handler assigned to it holds only a weak_ptr and a ticket, so
+                // a late emit finds nothing to cancel (the next operation's assign replaces it).
                 std::move(h)(ec);
             });
         }

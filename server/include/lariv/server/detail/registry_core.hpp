@@ -100,6 +100,7 @@ struct shutdown_waiter {
     virtual ~shutdown_waiter() = default;
     /// Posts the completion to the handler's executor. Called exactly once.
     virtual void complete(std::error_code ec) = 0;
+    std::uint64_t ticket = 0;  ///< names this wait for cancel_waiter()
 };
 
 /// The 128-bit id <-> Lariv index mapping. The high half (node, boot epoch) is the index's own;
@@ -182,6 +183,13 @@ public:
     void drain();
     void close_all(close_reason why);
     void async_shutdown(std::chrono::milliseconds grace, std::unique_ptr<shutdown_waiter> w);
+    /// A ticket for a new shutdown waiter.
+    [[nodiscard]] std::uint64_t next_ticket() noexcept {
+        return tickets_.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    /// Per-operation cancellation: the wait `ticket` completes now with operation_aborted (if
+    /// it has not completed yet). The shutdown itself goes on.
+    void cancel_waiter(std::uint64_t ticket);
     /// The front is being destroyed: no more hooks, close everything, drop every entry.
     void abandon();
     void reload(const registry_options& o);
@@ -250,6 +258,7 @@ private:
     bool aborted_ = false;  // the front was destroyed while a shutdown was pending
     std::error_code done_ec_;
     std::vector<std::unique_ptr<shutdown_waiter>> waiters_;
+    std::atomic<std::uint64_t> tickets_{0};
     asio::steady_timer grace_timer_;
 };
 
