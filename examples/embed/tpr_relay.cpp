@@ -316,13 +316,22 @@ private:
             [self = shared_from_this()](std::error_code ec, std::size_t) { self->on_header(ec); });
     }
 
-    void on_header(std::error_code ec) {
+    /// True when the read loop must stop: the session finished, or the read failed (then it
+    /// finishes with client_closed on EOF, io_error otherwise).
+    bool read_failed(std::error_code ec) {
         if (finished_) {
-            return;
+            return true;
         }
         if (ec) {
             finish(ec == asio::error::eof ? srv::close_reason::client_closed
                                           : srv::close_reason::io_error);
+            return true;
+        }
+        return false;
+    }
+
+    void on_header(std::error_code ec) {
+        if (read_failed(ec)) {
             return;
         }
         const std::uint32_t length = get_be32(header_.data());
@@ -337,12 +346,7 @@ private:
     }
 
     void on_body(std::error_code ec) {
-        if (finished_) {
-            return;
-        }
-        if (ec) {
-            finish(ec == asio::error::eof ? srv::close_reason::client_closed
-                                          : srv::close_reason::io_error);
+        if (read_failed(ec)) {
             return;
         }
         const proto::session_id to = read_id(body_.data());
