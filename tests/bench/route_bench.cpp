@@ -736,6 +736,23 @@ std::string err_text(const proto::err_msg& e) {
     return "-ERR " + std::string(proto::to_string(e.code)) + " " + std::string(e.message);
 }
 
+
+/// The replies both ends handle alike: PING (answered), PONG (ignored), -ERR (a failure).
+/// nullopt for anything else.
+std::optional<bool> control_reply(std::string& out, const std::string& who, const proto::reply& m) {
+    if (std::holds_alternative<proto::ping_msg>(m)) {
+        out += "PONG\r\n";
+        return true;
+    }
+    if (std::holds_alternative<proto::pong_msg>(m)) {
+        return true;
+    }
+    if (const auto* e = std::get_if<proto::err_msg>(&m)) {
+        fail(who + ": " + err_text(*e));
+        return false;
+    }
+    return std::nullopt;
+}
 /// Checks one MSG at the receiver.
 bool on_receiver_reply(pair_state& p, const proto::reply& m) {
     const std::string who = "pair " + std::to_string(p.index) + " receiver";
@@ -773,16 +790,8 @@ bool on_receiver_reply(pair_state& p, const proto::reply& m) {
         }
         return true;
     }
-    if (std::holds_alternative<proto::ping_msg>(m)) {
-        p.rx.out += "PONG\r\n";
-        return true;
-    }
-    if (std::holds_alternative<proto::pong_msg>(m)) {
-        return true;
-    }
-    if (const auto* e = std::get_if<proto::err_msg>(&m)) {
-        fail(who + ": " + err_text(*e));
-        return false;
+    if (auto handled = control_reply(p.rx.out, who, m)) {
+        return *handled;
     }
     fail(who + ": unexpected reply");
     return false;
@@ -816,16 +825,8 @@ bool on_sender_reply(pair_state& p, const proto::reply& m) {
         }
         return true;
     }
-    if (std::holds_alternative<proto::ping_msg>(m)) {
-        p.tx.out += "PONG\r\n";
-        return true;
-    }
-    if (std::holds_alternative<proto::pong_msg>(m)) {
-        return true;
-    }
-    if (const auto* e = std::get_if<proto::err_msg>(&m)) {
-        fail(who + ": " + err_text(*e));
-        return false;
+    if (auto handled = control_reply(p.tx.out, who, m)) {
+        return *handled;
     }
     if (std::holds_alternative<proto::deliver_msg>(m)) {
         fail(who + ": unexpected MSG (nobody sends to the sender)");
