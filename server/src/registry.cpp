@@ -240,8 +240,12 @@ std::optional<protocol::error_code> registry_core::send(protocol::session_id to,
     if (phase_.load(std::memory_order_relaxed) != phase::running) {
         return protocol::error_code::draining;
     }
-    auto target = find(to);
-    if (!target || !target->routable()) {
+    // One state load: routable implies visible (find() would load it once more).
+    std::shared_ptr<session_base> target;
+    if (auto g = sessions_.get(ids_.decode(to)); g && (*g)->routable()) {
+        target = *g;
+    }
+    if (!target) {
         return missing_reason(to);
     }
     switch (target->deliver(from, payload)) {
