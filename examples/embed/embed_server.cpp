@@ -14,6 +14,7 @@
 // checks that the open hook fired and that a broadcast arrived, and exits 0 (or 1) within ~1 s.
 #include <asio/bind_executor.hpp>
 #include <asio/connect.hpp>
+#include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/read.hpp>
@@ -32,6 +33,7 @@
 #include <istream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -69,6 +71,11 @@ public:
     ~host() { shutdown(); }
 
     void start(unsigned threads) {
+        // Keep io_.run() from returning when the io_context runs out of work for a moment (no
+        // client connected, every acceptor closed): shutdown() still needs these threads to run
+        // the async_shutdown completion. Without the guard, run() could return between the
+        // acceptors closing and async_shutdown being called, and shutdown() would wait forever.
+        work_.emplace(io_.get_executor());
         accept_lines();
         accept_registry_clients();
         for (unsigned i = 0; i < threads; ++i) {
@@ -97,6 +104,7 @@ public:
         if (!threads_.empty()) {
             drained.get_future().wait();
         }
+        work_.reset();
         io_.stop();
         for (auto& t : threads_) {
             t.join();
@@ -276,6 +284,7 @@ private:
     srv::registry registry_;  // constructed on our executor; owns no threads
     tcp::acceptor line_acceptor_;
     tcp::acceptor registry_acceptor_;
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
     std::vector<std::thread> threads_;
     std::mutex lines_mu_;
     std::vector<std::weak_ptr<line_session>> lines_;

@@ -57,6 +57,7 @@
 
 #include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>  // co_spawn/use_awaitable need ASIO_HAS_CO_AWAIT (not clang 14 + libstdc++ 12)
+#include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
@@ -549,6 +550,10 @@ public:
     relay_host& operator=(const relay_host&) = delete;
 
     void start(unsigned threads) {
+        // The guard keeps io_->run() going while the io_context has nothing to do for a moment
+        // (acceptors closed, no session left) until stop_io(): a graceful shutdown still needs
+        // the threads to run its completion.
+        work_.emplace(io_->get_executor());
         asio::post(tpr_acceptor_->get_executor(), [this] { accept_tpr(); });
         asio::post(lariv_acceptor_->get_executor(), [this] { accept_lariv(); });
         for (unsigned i = 0; i < threads; ++i) {
@@ -600,6 +605,7 @@ public:
         hub_->destroy_registry();
     }
     void stop_io() {
+        work_.reset();
         if (io_) {
             io_->stop();
         }
@@ -618,6 +624,7 @@ public:
             return;
         }
         destroy_registry();
+        work_.reset();  // before the io_context it counts work on
         tpr_acceptor_.reset();
         lariv_acceptor_.reset();
         io_.reset();
@@ -694,6 +701,7 @@ private:
     std::optional<tcp::acceptor> lariv_acceptor_;
     std::uint16_t tpr_port_ = 0;
     std::uint16_t lariv_port_ = 0;
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
     std::vector<std::thread> threads_;
 };
 
