@@ -60,7 +60,9 @@ inline std::string_view next_word(std::string_view& s) noexcept {
 /// Outcome of parsing a decimal count.
 enum class count_status : std::uint8_t { ok, invalid, overflow };
 
-/// Parses 1..20 decimal digits, nothing else. Values beyond 64 bits report overflow.
+/// Parses 1..20 decimal digits, nothing else. The limit applies to the text, leading zeros
+/// included (the grammar's 1*20DIGIT): more than 20 digits, or a value beyond 64 bits, report
+/// overflow.
 inline count_status parse_count(std::string_view s, std::uint64_t& value) noexcept {
     if (s.empty()) {
         return count_status::invalid;
@@ -69,6 +71,9 @@ inline count_status parse_count(std::string_view s, std::uint64_t& value) noexce
         if (c < '0' || c > '9') {
             return count_status::invalid;
         }
+    }
+    if (s.size() > 20) {
+        return count_status::overflow;
     }
     const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
     if (ec == std::errc::result_out_of_range) {

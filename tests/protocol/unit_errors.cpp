@@ -173,6 +173,21 @@ TEST_CASE("a declared payload above max_payload is refused before any payload by
     check_fatal<reply_decoder>("MSG " + ida + " 101\r\n", error_code::frame_too_large, lim);
 }
 
+TEST_CASE("the count's 20-digit limit applies to the text: leading zeros count (1*20DIGIT)") {
+    limits lim;
+    lim.max_payload = 100;
+    // 20 digits with leading zeros: within the grammar, the value 5 is fine.
+    command_decoder ok(lim);
+    const auto out = decode_all(ok, "SEND " + ida + " 00000000000000000005\r\nhello\r\n", 1);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].status == decode_status::good);
+    // 21 digits whose value is small: outside the grammar, refused like an oversized count.
+    check_fatal("SEND " + ida + " 000000000000000000005\r\n", error_code::frame_too_large, lim);
+    check_fatal("SEND " + ida + " " + std::string(4000, '0') + "1\r\n", error_code::frame_too_large, lim);
+    check_fatal<reply_decoder>("MSG " + ida + " 000000000000000000001\r\n", error_code::frame_too_large, lim);
+    check_fatal<reply_decoder>("+STATS 000000000000000000002\r\n", error_code::frame_too_large, lim);
+}
+
 TEST_CASE("a JSON body above max_json is refused before any body byte") {
     limits lim;
     lim.max_json = 50;
