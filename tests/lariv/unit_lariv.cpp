@@ -94,6 +94,36 @@ TEST_CASE("a stale index never reaches the element that reused its slot") {
     CHECK(*l.get(cur) == 999);
 }
 
+TEST_CASE("status(): live, ended (removed or reused), never issued (foreign, out of range, ahead)") {
+    using lariv::IndexStatus;
+    Lariv<int> l(Options{.buffer_capacity = 2, .node_id = 3, .tag = 9});
+    const Index a = l.push(1);
+    CHECK(l.status(a) == IndexStatus::live);
+    REQUIRE(l.remove(a));
+    CHECK(l.status(a) == IndexStatus::ended);  // slot free, generation moved on
+    Index b;
+    do {
+        b = l.push(2);
+    } while (b.slot() != a.slot());
+    CHECK(b.generation() > a.generation());
+    CHECK(l.status(a) == IndexStatus::ended);  // slot reused by a newer generation
+    CHECK(l.status(b) == IndexStatus::live);
+    // A generation the slot has not reached: never issued (forged or corrupted).
+    const Index ahead = Index::make(3, 9, b.generation() + 1, b.slot());
+    CHECK(l.status(ahead) == IndexStatus::never_issued);
+    // A free slot at its current generation: its next push will issue that index.
+    const Index c = l.push(3);
+    REQUIRE(l.remove(c));
+    const Index next_of_c = Index::make(3, 9, c.generation() + 1, c.slot());
+    CHECK(l.status(next_of_c) == IndexStatus::never_issued);
+    // Foreign, null, out of range.
+    CHECK(l.status(Index::make(4, 9, a.generation(), a.slot())) == IndexStatus::never_issued);
+    CHECK(l.status(Index::make(3, 8, a.generation(), a.slot())) == IndexStatus::never_issued);
+    CHECK(l.status(Index{}) == IndexStatus::never_issued);
+    CHECK(l.status(Index::make(3, 9, 1, 1U << 30)) == IndexStatus::never_issued);
+    CHECK(l.status(Index::make(3, 9, 0, a.slot())) == IndexStatus::never_issued);
+}
+
 TEST_CASE("buffer capacity 1 and 2 link a new buffer every few pushes") {
     for (std::size_t cap : {1U, 2U, 3U}) {
         Lariv<int> l(Options{.buffer_capacity = cap});

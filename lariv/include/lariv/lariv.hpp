@@ -307,6 +307,13 @@ inline constinit thread_local held_slots tls_held_slots{};
 #endif
 }  // namespace detail
 
+/// What an index names at the moment of the call (Lariv::status).
+enum class IndexStatus {
+    live,          ///< a live element
+    ended,         ///< issued by this container; its element has been removed (slot free or reused)
+    never_issued,  ///< foreign (other node/tag), out of range, or a generation not issued yet
+};
+
 template <class T, class Traits = DefaultTraits, class Allocator = std::allocator<T>>
 class Lariv {
     template <class U>
@@ -568,6 +575,33 @@ public:
         const word_t cur = w->load(std::memory_order_relaxed);
         return detail::slot_word::gen(cur) == i.generation() &&
                detail::slot_word::state(cur) == detail::slot_state::live;
+    }
+
+    /// What `i` names now: live, ended (this container issued it and the element is gone), or
+    /// never issued. A snapshot; thread-safe; lock-free (one relaxed load). Generations count up
+    /// from 1 per slot (free -> claimed -> live -> dead -> free with the next generation), so an
+    /// index whose generation is behind its slot's was issued, and one ahead of it (or equal on a
+    /// slot that is free or still being claimed, whose next push will issue it) never was. After
+    /// a slot wraps its 2^G-1 generations a very old index may read as never issued.
+    [[nodiscard]] IndexStatus status(Index i) const noexcept {
+        auto [w, v] = resolve(i);
+        if (w == nullptr) {
+            return IndexStatus::never_issued;
+        }
+        // relaxed: a snapshot answer; nothing of the value is read.
+        const word_t cur = w->load(std::memory_order_relaxed);
+        const std::uint32_t g = detail::slot_word::gen(cur);
+        if (g == i.generation()) {
+            switch (detail::slot_word::state(cur)) {
+                case detail::slot_state::live:
+                    return IndexStatus::live;
+                case detail::slot_state::dead:
+                    return IndexStatus::ended;
+                default:
+                    return IndexStatus::never_issued;
+            }
+        }
+        return i.generation() < g ? IndexStatus::ended : IndexStatus::never_issued;
     }
 
     // --------------------------------------------------------------------------------- remove
