@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include <CLI/CLI.hpp>
@@ -26,90 +27,37 @@ constexpr int exit_config = 78;
 
 using lariv::server::config;
 
-/// Flags, each optional so that only the ones given override the other sources.
+/// One flag per configuration key, generated from the key table (settings()): every key has a
+/// flag, with its range in --help. Values are taken as text and go through set_from_text, the
+/// same parser and range check as the environment, so "--max-line -1" is a configuration error
+/// (78) naming the flag, never a value wrapped to 2^64-1.
 struct flags {
-    std::optional<std::string> listen_address, monitor_address, auth_token, admin_token, log_level,
-        log_format, slow_consumer;
-    std::optional<unsigned> threads;
-    std::optional<std::uint16_t> port, monitor_port;
-    std::optional<std::uint32_t> node_id, boot_epoch, handshake_timeout_ms, frame_timeout_ms,
-        heartbeat_ms, idle_timeout_ms, write_deadline_ms, rate_limit, rate_burst, drain_timeout_ms;
-    std::optional<std::size_t> max_sessions, max_queue_bytes, max_payload, max_line,
-        max_monitor_connections;
+    std::map<std::string, std::string, std::less<>> text;  // key -> value as given
+    std::map<std::string, CLI::Option*, std::less<>> option;
 };
 
 void add_flags(CLI::App& app, flags& f) {
-    app.add_option("--listen-address", f.listen_address, "Client address (default 127.0.0.1)");
-    app.add_option("-p,--port", f.port, "Client port (default 7411)");
-    app.add_option("--monitor-address", f.monitor_address, "Monitoring address (default 127.0.0.1)");
-    app.add_option("--monitor-port", f.monitor_port, "Monitoring port, 0 = off (default 7412)");
-    app.add_option("--max-monitor-connections", f.max_monitor_connections,
-                   "Concurrent monitoring connections; more get 503 (default 16)");
-    app.add_option("-t,--threads", f.threads, "I/O threads (default: hardware concurrency)");
-    app.add_option("--node-id", f.node_id, "Node id, bits 127..96 of session ids (default 1)");
-    app.add_option("--boot-epoch", f.boot_epoch, "Boot epoch, bits 95..64 (default: start time)");
-    app.add_option("--max-sessions", f.max_sessions, "Session cap, clamped to the fd limit");
-    app.add_option("--max-payload", f.max_payload, "Largest SEND payload in bytes");
-    app.add_option("--max-line", f.max_line, "Longest control line in bytes");
-    app.add_option("--max-queue-bytes", f.max_queue_bytes, "Outbound queue cap per session");
-    app.add_option("--slow-consumer", f.slow_consumer, "disconnect or drop")
-        ->check(CLI::IsMember({"disconnect", "drop"}));
-    app.add_option("--handshake-timeout-ms", f.handshake_timeout_ms, "HELLO deadline");
-    app.add_option("--frame-timeout-ms", f.frame_timeout_ms, "Deadline to finish a started frame");
-    app.add_option("--heartbeat-ms", f.heartbeat_ms, "PING idle clients this often, 0 = never");
-    app.add_option("--idle-timeout-ms", f.idle_timeout_ms, "Close after this long idle, 0 = never");
-    app.add_option("--write-deadline-ms", f.write_deadline_ms, "Stuck write = slow consumer");
-    app.add_option("--rate-limit", f.rate_limit, "SENDs per second per session, 0 = unlimited");
-    app.add_option("--rate-burst", f.rate_burst, "Rate limit bucket size");
-    app.add_option("--auth-token", f.auth_token, "Token clients must HELLO with");
-    app.add_option("--admin-token", f.admin_token, "Token for KICK and LIST");
-    app.add_option("--drain-timeout-ms", f.drain_timeout_ms, "Graceful shutdown bound");
-    app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error|critical|off");
-    app.add_option("--log-format", f.log_format, "text or json")
-        ->check(CLI::IsMember({"text", "json"}));
+    for (const auto& s : lariv::server::settings()) {
+        const std::string key(s.key);
+        std::string names = s.flag();
+        if (key == "port") {
+            names = "-p," + names;
+        } else if (key == "threads") {
+            names = "-t," + names;
+        }
+        const std::string help = std::string(s.help) + " [" + s.range() + "]";
+        // allow_extra_args(false): "--max-line -1" takes "-1" as the value, not as a flag.
+        auto* o = app.add_option(names, f.text[key], help)->type_name("VALUE");
+        f.option[key] = o;
+    }
 }
 
 void apply_flags(config& c, const flags& f) {
-    nlohmann::json j = nlohmann::json::object();
-#define LARIV_FLAG(name) \
-    if (f.name) {        \
-        j[#name] = *f.name; \
-    }
-    LARIV_FLAG(listen_address)
-    LARIV_FLAG(monitor_address)
-    LARIV_FLAG(auth_token)
-    LARIV_FLAG(admin_token)
-    LARIV_FLAG(log_level)
-    LARIV_FLAG(log_format)
-    LARIV_FLAG(slow_consumer)
-    LARIV_FLAG(threads)
-    LARIV_FLAG(port)
-    LARIV_FLAG(monitor_port)
-    LARIV_FLAG(node_id)
-    LARIV_FLAG(boot_epoch)
-    LARIV_FLAG(handshake_timeout_ms)
-    LARIV_FLAG(frame_timeout_ms)
-    LARIV_FLAG(heartbeat_ms)
-    LARIV_FLAG(idle_timeout_ms)
-    LARIV_FLAG(write_deadline_ms)
-    LARIV_FLAG(rate_limit)
-    LARIV_FLAG(rate_burst)
-    LARIV_FLAG(drain_timeout_ms)
-    LARIV_FLAG(max_sessions)
-    LARIV_FLAG(max_queue_bytes)
-    LARIV_FLAG(max_monitor_connections)
-#undef LARIV_FLAG
-    if (f.max_payload || f.max_line) {
-        nlohmann::json lim = nlohmann::json::object();
-        if (f.max_payload) {
-            lim["max_payload"] = *f.max_payload;
+    for (const auto& [key, opt] : f.option) {
+        if (opt->count() > 0) {
+            lariv::server::set_from_text(c, key, f.text.at(key), "flag " + opt->get_name());
         }
-        if (f.max_line) {
-            lim["max_line"] = *f.max_line;
-        }
-        j["limits"] = lim;
     }
-    lariv::server::merge(c, j);
 }
 
 /// Builds the effective configuration from all sources. Throws config_error.

@@ -1,7 +1,14 @@
+// The configuration: one table of keys (name, kind, range, help) drives the JSON file, the
+// LARIV_* environment, larivd's flags, --print-config and validate(). A value from any source goes
+// through the same checks and a bad one is a config_error naming the key, the source, the value
+// and the allowed range (larivd exits 78 on it).
 #include "lariv/server/config.hpp"
 
+#include <array>
+#include <charconv>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -11,98 +18,367 @@ namespace lariv::server {
 
 namespace {
 
-std::string to_string(slow_consumer_policy p) {
-    return p == slow_consumer_policy::drop ? "drop" : "disconnect";
+constexpr std::uint64_t u16_max = std::numeric_limits<std::uint16_t>::max();
+constexpr std::uint64_t u32_max = std::numeric_limits<std::uint32_t>::max();
+constexpr std::uint64_t hour_ms = 3'600'000;
+constexpr std::uint64_t day_ms = 24 * hour_ms;
+constexpr std::uint64_t mib = 1 << 20;
+
+constexpr std::array<std::string_view, 7> log_levels{"trace", "debug", "info",    "warn",
+                                                     "error", "critical", "off"};
+constexpr std::array<std::string_view, 2> log_formats{"text", "json"};
+constexpr std::array<std::string_view, 2> slow_consumer_words{"disconnect", "drop"};
+
+/// How a key reads and writes its field. Registry keys act on registry_options; daemon keys on
+/// config (validate() of a bare registry_options never touches them).
+struct access {
+    std::uint64_t (*get_int)(const registry_options&) = nullptr;
+    void (*set_int)(registry_options&, std::uint64_t) = nullptr;
+    std::string (*get_text)(const registry_options&) = nullptr;
+    void (*set_text)(registry_options&, std::string) = nullptr;
+};
+
+template <auto M>
+constexpr access reg_int() {
+    return {[](const registry_options& o) { return static_cast<std::uint64_t>(o.*M); },
+            [](registry_options& o, std::uint64_t v) {
+                o.*M = static_cast<std::remove_reference_t<decltype(o.*M)>>(v);
+            },
+            nullptr, nullptr};
+}
+template <auto M>
+constexpr access lim_int() {
+    return {[](const registry_options& o) { return static_cast<std::uint64_t>(o.limits.*M); },
+            [](registry_options& o, std::uint64_t v) {
+                o.limits.*M = static_cast<std::remove_reference_t<decltype(o.limits.*M)>>(v);
+            },
+            nullptr, nullptr};
+}
+template <auto M>
+constexpr access cfg_int() {
+    return {[](const registry_options& o) {
+                return static_cast<std::uint64_t>(static_cast<const config&>(o).*M);
+            },
+            [](registry_options& o, std::uint64_t v) {
+                auto& f = static_cast<config&>(o).*M;
+                f = static_cast<std::remove_reference_t<decltype(f)>>(v);
+            },
+            nullptr, nullptr};
+}
+template <auto M>
+constexpr access reg_text() {
+    return {nullptr, nullptr, [](const registry_options& o) { return std::string(o.*M); },
+            [](registry_options& o, std::string v) { o.*M = std::move(v); }};
+}
+template <auto M>
+constexpr access cfg_text() {
+    return {nullptr, nullptr,
+            [](const registry_options& o) { return std::string(static_cast<const config&>(o).*M); },
+            [](registry_options& o, std::string v) { static_cast<config&>(o).*M = std::move(v); }};
+}
+constexpr access slow_consumer_access() {
+    return {nullptr, nullptr,
+            [](const registry_options& o) {
+                return std::string(o.slow_consumer == slow_consumer_policy::drop ? "drop" : "disconnect");
+            },
+            [](registry_options& o, std::string v) {
+                o.slow_consumer = v == "drop" ? slow_consumer_policy::drop : slow_consumer_policy::disconnect;
+            }};
 }
 
-// The single list of keys: drives JSON in and out and the environment variables.
-#define LARIV_CONFIG_FIELDS(X)   \
-    X(listen_address)            \
-    X(port)                      \
-    X(monitor_address)           \
-    X(monitor_port)              \
-    X(max_monitor_connections)   \
-    X(threads)                   \
-    X(node_id)                   \
-    X(boot_epoch)                \
-    X(max_sessions)              \
-    X(registry_buffer)           \
-    X(handshake_timeout_ms)      \
-    X(frame_timeout_ms)          \
-    X(heartbeat_ms)              \
-    X(max_outstanding_pings)     \
-    X(idle_timeout_ms)           \
-    X(write_deadline_ms)         \
-    X(max_queue_bytes)           \
-    X(rate_limit)                \
-    X(rate_burst)                \
-    X(auth_token)                \
-    X(admin_token)               \
-    X(drain_timeout_ms)          \
-    X(accept_backoff_min_ms)     \
-    X(accept_backoff_max_ms)     \
-    X(log_level)                 \
-    X(log_format)
+struct entry {
+    setting s;
+    access a;
+};
 
-template <class T>
-void read_value(const nlohmann::json& j, const char* key, T& out) {
-    try {
-        if constexpr (std::is_same_v<T, std::string>) {
-            out = j.get<std::string>();
-        } else {
-            // Reject negative numbers and floats for unsigned fields explicitly. A JSON built in
-            // C++ stores an int as a signed integer: accept it when it is not negative.
-            const bool non_negative =
-                j.is_number_unsigned() || (j.is_number_integer() && j.get<std::int64_t>() >= 0);
-            if (!non_negative) {
-                throw config_error(std::string("config: ") + key + " must be a non-negative integer");
-            }
-            const auto v = j.get<std::uint64_t>();
-            if (v > std::numeric_limits<T>::max()) {
-                throw config_error(std::string("config: ") + key + " is too large");
-            }
-            out = static_cast<T>(v);
+using K = setting::kind;
+
+entry integer(std::string_view key, std::uint64_t lo, std::uint64_t hi, access a, std::string_view help,
+              bool in_limits = false, bool daemon = false) {
+    return {{key, K::integer, lo, hi, {}, in_limits, daemon, help}, a};
+}
+entry text(std::string_view key, std::uint64_t min_len, std::uint64_t max_len, access a,
+           std::string_view help, bool daemon = false) {
+    return {{key, K::text, min_len, max_len, {}, false, daemon, help}, a};
+}
+entry choice(std::string_view key, std::span<const std::string_view> words, access a,
+             std::string_view help, bool daemon = false) {
+    return {{key, K::choice, 0, 0, words, false, daemon, help}, a};
+}
+
+// The one list of keys. Ranges are what the code can honour: a bound written here is checked for
+// every source and by validate() for an embedder's registry_options.
+const std::vector<entry>& table() {
+    static const std::vector<entry> t = [] {
+        constexpr bool lim = true;
+        constexpr bool d = true;
+        using R = registry_options;
+        using C = config;
+        using L = protocol::limits;
+        return std::vector<entry>{
+            // Network (larivd)
+            text("listen_address", 1, 255, cfg_text<&C::listen_address>(), "Client listener address", d),
+            integer("port", 0, u16_max, cfg_int<&C::port>(), "Client port, 0 = ephemeral", false, d),
+            text("monitor_address", 1, 255, cfg_text<&C::monitor_address>(), "Monitoring address", d),
+            integer("monitor_port", 0, u16_max, cfg_int<&C::monitor_port>(),
+                    "Monitoring port, 0 = off", false, d),
+            integer("max_monitor_connections", 1, 4096, cfg_int<&C::max_monitor_connections>(),
+                    "Concurrent monitoring connections; more get 503", false, d),
+            integer("threads", 0, 1024, cfg_int<&C::threads>(), "I/O threads, 0 = hardware concurrency",
+                    false, d),
+            // Identity
+            integer("node_id", 1, u32_max, reg_int<&R::node_id>(),
+                    "Node id, bits 127..96 of session ids (0 is reserved for hosts' own notices)"),
+            integer("boot_epoch", 0, u32_max, reg_int<&R::boot_epoch>(),
+                    "Boot epoch, bits 95..64; 0 = random from the OS at each start (a set one must "
+                    "never repeat)"),
+            // Admission
+            integer("max_sessions", 1, u32_max, reg_int<&R::max_sessions>(),
+                    "Session cap, clamped to the open-file limit"),
+            integer("max_sessions_per_ip", 0, 16'777'216, reg_int<&R::max_sessions_per_ip>(),
+                    "Sessions per remote IP address, 0 = no limit"),
+            integer("registry_buffer", 1, 16'777'216, reg_int<&R::registry_buffer>(),
+                    "Lariv slots per buffer"),
+            // Protocol limits
+            integer("max_line", 128, mib, lim_int<&L::max_line>(), "Longest control line in bytes", lim),
+            integer("max_payload", 1, 256 * mib, lim_int<&L::max_payload>(),
+                    "Largest SEND/MSG payload in bytes", lim),
+            integer("max_json", 4096, 16 * mib, lim_int<&L::max_json>(),
+                    "Largest JSON text (HELLO argument, reply bodies) in bytes", lim),
+            integer("max_json_depth", 1, 64, lim_int<&L::max_json_depth>(), "Deepest JSON nesting", lim),
+            integer("max_list", 1, 100'000, lim_int<&L::max_list>(), "Largest LIST limit=", lim),
+            // Session life
+            integer("handshake_timeout_ms", 1, hour_ms, reg_int<&R::handshake_timeout_ms>(),
+                    "HELLO deadline"),
+            integer("frame_timeout_ms", 1, hour_ms, reg_int<&R::frame_timeout_ms>(),
+                    "Deadline to finish a started frame"),
+            integer("heartbeat_ms", 0, day_ms, reg_int<&R::heartbeat_ms>(),
+                    "PING idle clients this often, 0 = never"),
+            integer("max_outstanding_pings", 1, 1000, reg_int<&R::max_outstanding_pings>(),
+                    "Close after this many unanswered PINGs"),
+            integer("idle_timeout_ms", 0, day_ms, reg_int<&R::idle_timeout_ms>(),
+                    "Close after this long without input, 0 = never"),
+            integer("write_deadline_ms", 1, hour_ms, reg_int<&R::write_deadline_ms>(),
+                    "A write stuck this long = slow consumer"),
+            integer("max_queue_bytes", 64, 16384 * mib, reg_int<&R::max_queue_bytes>(),
+                    "Outbound queue cap per session in bytes (holds at least one maximal MSG)"),
+            choice("slow_consumer", slow_consumer_words, slow_consumer_access(),
+                   "At a full queue: disconnect the session, or drop the message"),
+            integer("rate_limit", 0, 10'000'000, reg_int<&R::rate_limit>(),
+                    "SENDs per second per session, 0 = unlimited"),
+            integer("rate_burst", 0, 10'000'000, reg_int<&R::rate_burst>(),
+                    "Rate limit bucket size, 0 = rate_limit"),
+            // Auth
+            text("auth_token", 0, protocol::max_token_size * 4, reg_text<&R::auth_token>(),
+                 "Token every client must HELLO with (\"\" = none)"),
+            text("admin_token", 0, protocol::max_token_size * 4, reg_text<&R::admin_token>(),
+                 "Token that unlocks KICK and LIST (\"\" = admin commands disabled)"),
+            // Shutdown and operations
+            integer("drain_timeout_ms", 0, hour_ms, reg_int<&R::drain_timeout_ms>(),
+                    "Graceful shutdown bound"),
+            integer("accept_backoff_min_ms", 1, 60'000, cfg_int<&C::accept_backoff_min_ms>(),
+                    "First retry delay after accept() runs out of descriptors", false, d),
+            integer("accept_backoff_max_ms", 1, 600'000, cfg_int<&C::accept_backoff_max_ms>(),
+                    "Longest retry delay after accept() runs out of descriptors", false, d),
+            choice("log_level", log_levels, cfg_text<&C::log_level>(), "Log level", d),
+            choice("log_format", log_formats, cfg_text<&C::log_format>(), "Log format", d),
+        };
+    }();
+    return t;
+}
+
+const entry* find_entry(std::string_view key) {
+    for (const auto& e : table()) {
+        if (e.s.key == key) {
+            return &e;
         }
-    } catch (const nlohmann::json::exception&) {
-        throw config_error(std::string("config: ") + key + " has the wrong type");
     }
+    return nullptr;
+}
+
+[[noreturn]] void fail(const setting& s, std::string_view source, std::string_view value,
+                       std::string_view what) {
+    std::string m = "config: ";
+    m.append(s.key);
+    if (!source.empty()) {
+        m.append(" (from ").append(source).append(")");
+    }
+    if (!value.empty()) {
+        m.append(" = ").append(value);
+    }
+    m.append(": ").append(what).append(", allowed: ").append(s.range());
+    throw config_error(m);
+}
+
+/// Checks a value against its key's range and stores it.
+void store_integer(registry_options& o, const entry& e, std::uint64_t v, std::string_view source) {
+    if (v < e.s.min || v > e.s.max) {
+        fail(e.s, source, std::to_string(v), "out of range");
+    }
+    e.a.set_int(o, v);
+}
+void store_text(registry_options& o, const entry& e, std::string v, std::string_view source) {
+    if (e.s.type == K::choice) {
+        bool ok = false;
+        for (auto w : e.s.choices) {
+            ok = ok || v == w;
+        }
+        if (!ok) {
+            fail(e.s, source, "\"" + v + "\"", "not one of the words");
+        }
+    } else if (v.size() < e.s.min || v.size() > e.s.max) {
+        fail(e.s, source, "\"" + v + "\"", "wrong length");
+    }
+    e.a.set_text(o, std::move(v));
+}
+
+void merge_value(config& c, const entry& e, const nlohmann::json& v, std::string_view source) {
+    if (e.s.type == K::integer) {
+        // JSON integers only: a float, a string, a bool or a negative number is refused (a C++-built
+        // json stores a non-negative int as signed: accept that).
+        std::uint64_t n = 0;
+        if (v.is_number_unsigned()) {
+            n = v.get<std::uint64_t>();
+        } else if (v.is_number_integer() && v.get<std::int64_t>() >= 0) {
+            n = static_cast<std::uint64_t>(v.get<std::int64_t>());
+        } else {
+            fail(e.s, source, v.dump(), "not a non-negative integer");
+        }
+        store_integer(c, e, n, source);
+    } else {
+        if (!v.is_string()) {
+            fail(e.s, source, v.dump(), "not a string");
+        }
+        store_text(c, e, v.get<std::string>(), source);
+    }
+}
+
+std::string key_path(std::string_view source, std::string_view where) {
+    return std::string(source) + (where.empty() ? "" : std::string(", in ") + std::string(where));
 }
 
 }  // namespace
 
+// ------------------------------------------------------------------------------------ setting
+
+std::string setting::env() const {
+    std::string env = "LARIV_";
+    for (char ch : key) {
+        env += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    }
+    return env;
+}
+
+std::string setting::flag() const {
+    std::string f = "--";
+    for (char ch : key) {
+        f += ch == '_' ? '-' : ch;
+    }
+    return f;
+}
+
+std::string setting::range() const {
+    switch (type) {
+        case kind::integer:
+            return std::to_string(min) + ".." + std::to_string(max);
+        case kind::text:
+            return std::to_string(min) + ".." + std::to_string(max) + " characters";
+        case kind::choice: {
+            std::string r;
+            for (auto w : choices) {
+                r.append(r.empty() ? "" : "|").append(w);
+            }
+            return r;
+        }
+    }
+    return {};
+}
+
+std::span<const setting> settings() {
+    static const std::vector<setting> s = [] {
+        std::vector<setting> v;
+        for (const auto& e : table()) {
+            v.push_back(e.s);
+        }
+        return v;
+    }();
+    return s;
+}
+
+const setting* find_setting(std::string_view key) {
+    const entry* e = find_entry(key);
+    return e == nullptr ? nullptr : &e->s;
+}
+
+void set_from_text(config& c, std::string_view key, std::string_view text, std::string_view source) {
+    const entry* e = find_entry(key);
+    if (e == nullptr) {
+        throw config_error("config: unknown key '" + std::string(key) + "'");
+    }
+    if (e->s.type != K::integer) {
+        store_text(c, *e, std::string(text), source);
+        return;
+    }
+    // Decimal digits only: no sign (a "-1" must never wrap to 2^64-1), no blanks, no suffix.
+    std::uint64_t v = 0;
+    const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string_view::npos;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    const std::string shown = "\"" + std::string(text) + "\"";
+    if (!digits) {
+        fail(e->s, source, shown, "not a non-negative decimal integer");
+    }
+    if (ec == std::errc::result_out_of_range || ptr != text.data() + text.size()) {
+        fail(e->s, source, shown, "out of range");
+    }
+    store_integer(c, *e, v, source);
+}
+
+// ------------------------------------------------------------------------------------ validate
+
 void registry_options::validate() const {
-    if (max_sessions == 0) {
-        throw config_error("config: max_sessions must be at least 1");
+    for (const auto& e : table()) {
+        if (e.s.daemon) {
+            continue;  // config::validate() checks larivd's own keys
+        }
+        if (e.s.type == K::integer) {
+            const auto v = e.a.get_int(*this);
+            if (v < e.s.min || v > e.s.max) {
+                fail(e.s, "", std::to_string(v), "out of range");
+            }
+        } else {
+            // store_text() on a copy: the same word and length checks, nothing stored here.
+            registry_options copy = *this;
+            store_text(copy, e, e.a.get_text(*this), "");
+        }
     }
-    if (registry_buffer == 0 || registry_buffer > (1U << 24)) {
-        throw config_error("config: registry_buffer must be 1..16777216");
-    }
-    if (max_queue_bytes < limits.max_payload) {
-        throw config_error("config: max_queue_bytes must hold at least one max_payload message");
-    }
-    if (limits.max_line < 128 || limits.max_payload == 0 || limits.max_json < 256) {
-        throw config_error("config: limits too small (max_line >= 128, max_json >= 256)");
+    // Keys that must fit together.
+    if (max_queue_bytes < limits.max_msg_frame()) {
+        throw config_error("config: max_queue_bytes = " + std::to_string(max_queue_bytes) +
+                           " cannot hold one maximal MSG frame (" +
+                           std::to_string(limits.max_msg_frame()) +
+                           " bytes for max_payload = " + std::to_string(limits.max_payload) +
+                           "): raise max_queue_bytes or lower max_payload");
     }
 }
 
 void config::validate() const {
     registry_options::validate();
-    if (max_monitor_connections == 0) {
-        throw config_error("config: max_monitor_connections must be at least 1");
+    for (const auto& e : table()) {
+        if (!e.s.daemon) {
+            continue;
+        }
+        if (e.s.type == K::integer) {
+            const auto v = e.a.get_int(*this);
+            if (v < e.s.min || v > e.s.max) {
+                fail(e.s, "", std::to_string(v), "out of range");
+            }
+        } else {
+            config copy = *this;
+            store_text(copy, e, e.a.get_text(*this), "");
+        }
     }
-    if (accept_backoff_min_ms == 0 || accept_backoff_max_ms < accept_backoff_min_ms) {
-        throw config_error("config: need 0 < accept_backoff_min_ms <= accept_backoff_max_ms");
-    }
-    if (log_format != "text" && log_format != "json") {
-        throw config_error("config: log_format must be text or json");
-    }
-    static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
-    bool ok = false;
-    for (const char* l : levels) {
-        ok = ok || log_level == l;
-    }
-    if (!ok) {
-        throw config_error("config: log_level must be trace, debug, info, warn, error, critical or off");
+    if (accept_backoff_max_ms < accept_backoff_min_ms) {
+        throw config_error("config: accept_backoff_max_ms must be >= accept_backoff_min_ms");
     }
 }
 
@@ -114,114 +390,70 @@ unsigned config::effective_threads() const {
     return hc == 0 ? 2 : hc;
 }
 
+// ---------------------------------------------------------------------------------------- JSON
+
 void to_json(nlohmann::json& j, const config& c) {
     j = nlohmann::json::object();
-#define LARIV_OUT(name) j[#name] = c.name;
-    LARIV_CONFIG_FIELDS(LARIV_OUT)
-#undef LARIV_OUT
-    j["slow_consumer"] = to_string(c.slow_consumer);
-    j["limits"] = c.limits;
+    nlohmann::json lim = nlohmann::json::object();
+    for (const auto& e : table()) {
+        auto& out = e.s.in_limits ? lim : j;
+        if (e.s.type == K::integer) {
+            out[std::string(e.s.key)] = e.a.get_int(c);
+        } else {
+            out[std::string(e.s.key)] = e.a.get_text(c);
+        }
+    }
+    j["limits"] = lim;
 }
 
-void merge(config& c, const nlohmann::json& j) {
+void merge(config& c, const nlohmann::json& j, std::string_view source) {
     if (!j.is_object()) {
-        throw config_error("config: the top level must be a JSON object");
+        throw config_error("config: " + std::string(source) + ": the top level must be a JSON object");
     }
     for (auto it = j.begin(); it != j.end(); ++it) {
         const std::string& key = it.key();
-        bool known = false;
-#define LARIV_IN(name)                            \
-    if (key == #name) {                           \
-        read_value(it.value(), #name, c.name);    \
-        known = true;                             \
-    }
-        LARIV_CONFIG_FIELDS(LARIV_IN)
-#undef LARIV_IN
-        if (key == "slow_consumer") {
-            const std::string v = it.value().is_string() ? it.value().get<std::string>() : "";
-            if (v == "disconnect") {
-                c.slow_consumer = slow_consumer_policy::disconnect;
-            } else if (v == "drop") {
-                c.slow_consumer = slow_consumer_policy::drop;
-            } else {
-                throw config_error("config: slow_consumer must be disconnect or drop");
-            }
-            known = true;
-        } else if (key == "limits") {
+        if (key == "limits") {
             if (!it.value().is_object()) {
-                throw config_error("config: limits must be an object");
+                throw config_error("config: limits (from " + std::string(source) + ") must be an object");
             }
-            try {
-                protocol::from_json(it.value(), c.limits);
-            } catch (const nlohmann::json::exception& e) {
-                throw config_error(std::string("config: limits: ") + e.what());
+            for (auto l = it.value().begin(); l != it.value().end(); ++l) {
+                const entry* e = find_entry(l.key());
+                if (e == nullptr || !e->s.in_limits) {
+                    throw config_error("config: unknown key 'limits." + l.key() + "' (from " +
+                                       std::string(source) + ")");
+                }
+                merge_value(c, *e, l.value(), key_path(source, "limits"));
             }
-            known = true;
+            continue;
         }
-        if (!known) {
-            throw config_error("config: unknown key '" + key + "'");
+        const entry* e = find_entry(key);
+        if (e == nullptr || e->s.in_limits) {
+            throw config_error("config: unknown key '" + key + "' (from " + std::string(source) +
+                               (e != nullptr ? "; it belongs in \"limits\")" : ")"));
         }
+        merge_value(c, *e, it.value(), source);
     }
 }
 
 void from_json(const nlohmann::json& j, config& c) { merge(c, j); }
 
+// --------------------------------------------------------------------------- environment, file
+
 std::map<std::string, std::string> config_env_names() {
     std::map<std::string, std::string> m;
-    auto add = [&](const std::string& key) {
-        std::string env = "LARIV_";
-        for (char ch : key) {
-            env += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-        }
-        m[key] = env;
-    };
-#define LARIV_ENV(name) add(#name);
-    LARIV_CONFIG_FIELDS(LARIV_ENV)
-#undef LARIV_ENV
-    add("slow_consumer");
-    add("max_payload");
-    add("max_line");
+    for (const auto& s : settings()) {
+        m[std::string(s.key)] = s.env();
+    }
     return m;
 }
 
 void apply_environment(config& c) {
-    nlohmann::json j = nlohmann::json::object();
-    nlohmann::json lim = nlohmann::json::object();
-    for (const auto& [key, env] : config_env_names()) {
-        const char* v = std::getenv(env.c_str());
-        if (v == nullptr) {
-            continue;
-        }
-        const std::string s(v);
-        nlohmann::json parsed;
-        const bool is_text = key == "listen_address" || key == "monitor_address" ||
-                             key == "auth_token" || key == "admin_token" || key == "log_level" ||
-                             key == "log_format" || key == "slow_consumer";
-        if (is_text) {
-            parsed = s;
-        } else {
-            std::uint64_t n = 0;
-            std::size_t used = 0;
-            try {
-                n = std::stoull(s, &used);
-            } catch (const std::exception&) {
-                used = 0;
-            }
-            if (used != s.size() || s.empty() || s[0] == '-') {
-                throw config_error("config: " + env + " must be a non-negative integer");
-            }
-            parsed = n;
-        }
-        if (key == "max_payload" || key == "max_line") {
-            lim[key] = parsed;
-        } else {
-            j[key] = parsed;
+    for (const auto& s : settings()) {
+        const std::string env = s.env();
+        if (const char* v = std::getenv(env.c_str()); v != nullptr) {
+            set_from_text(c, s.key, v, "environment " + env);
         }
     }
-    if (!lim.empty()) {
-        j["limits"] = lim;
-    }
-    merge(c, j);
 }
 
 void load_file(config& c, const std::string& path) {
@@ -237,7 +469,7 @@ void load_file(config& c, const std::string& path) {
     } catch (const nlohmann::json::exception& e) {
         throw config_error("config: " + path + ": " + e.what());
     }
-    merge(c, j);
+    merge(c, j, "file " + path);
 }
 
 }  // namespace lariv::server

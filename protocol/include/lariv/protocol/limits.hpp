@@ -36,6 +36,17 @@ struct limits {
         return std::max(max_line, std::max(max_payload, max_json)) + 2;
     }
 
+    /// Bytes of the largest MSG frame a server writes under these limits:
+    /// "MSG " + 32-hex id + " " + count + "\r\n" + max_payload bytes + "\r\n". A session's
+    /// outbound queue cap must hold one (registry_options::validate checks it).
+    [[nodiscard]] constexpr std::size_t max_msg_frame() const noexcept {
+        std::size_t digits = 1;
+        for (std::size_t v = max_payload; v >= 10; v /= 10) {
+            ++digits;
+        }
+        return 4 + 32 + 1 + digits + 2 + max_payload + 2;
+    }
+
     friend constexpr bool operator==(const limits&, const limits&) = default;
 };
 

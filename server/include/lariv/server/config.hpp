@@ -1,12 +1,15 @@
-// lariv/server/config.hpp — every setting of the registry and larivd, with defaults.
+// lariv/server/config.hpp — every setting of the registry and larivd, with defaults, and the one
+// table of keys (name, range, help) that the file, the environment, the flags and validate() use.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -15,8 +18,9 @@
 
 namespace lariv::server {
 
-/// All settings: the registry's (registry_options, the base) and the daemon's own. JSON keys, environment variables (LARIV_ + upper-case key) and flags
-/// (--key-with-dashes) use the same names; precedence is flags > environment > file > default.
+/// All settings: the registry's (registry_options, the base) and the daemon's own. JSON keys,
+/// environment variables (LARIV_ + upper-case key) and flags (--key-with-dashes) use the same
+/// names; precedence is flags > environment > file > default.
 struct config : registry_options {
     // Network
     std::string listen_address = "127.0.0.1";  ///< loopback by default; 0.0.0.0 in containers
@@ -34,19 +38,52 @@ struct config : registry_options {
 
     friend bool operator==(const config&, const config&) = default;
 
-    /// Throws config_error when a value is out of range.
+    /// Every key in range (the table below) and the keys fitting together. Throws config_error.
     void validate() const;
     /// The effective I/O thread count.
     unsigned effective_threads() const;
 };
 
-/// JSON mapping: every key optional on input (missing keys keep the current value); unknown keys
-/// are an error (a typo in a config file must not be silently ignored).
+/// One configuration key. The table of them (settings()) is the only place a key's name, range
+/// and meaning are written: the JSON file, LARIV_* variables, larivd's flags, --help and
+/// validate() all read it.
+struct setting {
+    enum class kind { integer, text, choice };
+    std::string_view key;   ///< JSON key; a `limits` key lives in the file's "limits" object
+    kind type = kind::integer;
+    std::uint64_t min = 0;  ///< integer: the allowed range; text: the length range
+    std::uint64_t max = 0;
+    std::span<const std::string_view> choices;  ///< kind::choice: the allowed words
+    bool in_limits = false;  ///< {"limits": {key: ...}} in a file; flat everywhere else
+    bool daemon = false;     ///< larivd's own (config), not the registry's (registry_options)
+    std::string_view help;
+
+    /// LARIV_<KEY>.
+    [[nodiscard]] std::string env() const;
+    /// --key-with-dashes.
+    [[nodiscard]] std::string flag() const;
+    /// "0..65535", "disconnect|drop", "0..256 characters".
+    [[nodiscard]] std::string range() const;
+};
+
+/// Every key, in the order --help and --print-config show them.
+std::span<const setting> settings();
+/// The key named `key` (flat name: "max_line", not "limits.max_line"), or nullptr.
+const setting* find_setting(std::string_view key);
+
+/// Sets `key` from text (an environment variable, a flag): integers are decimal digits only, no
+/// sign, in the key's range. `source` names where the text came from ("flag --port",
+/// "environment LARIV_PORT") in the config_error: key, source, value and allowed range.
+void set_from_text(config& c, std::string_view key, std::string_view text, std::string_view source);
+
+/// JSON mapping: every key optional on input (missing keys keep the current value); unknown keys,
+/// at the top level and inside "limits", are an error (a typo must not be silently ignored).
 void to_json(nlohmann::json& j, const config& c);
 void from_json(const nlohmann::json& j, config& c);
 
-/// Applies the keys present in `j` to `c` (throws config_error with the key's name).
-void merge(config& c, const nlohmann::json& j);
+/// Applies the keys present in `j` to `c`, each checked against its range. Throws config_error
+/// naming the key, `source` and the allowed range.
+void merge(config& c, const nlohmann::json& j, std::string_view source = "JSON");
 
 /// The JSON keys, in order, with their LARIV_* environment variable names.
 std::map<std::string, std::string> config_env_names();

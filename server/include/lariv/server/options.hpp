@@ -32,6 +32,9 @@ struct registry_options {
 
     // Admission
     std::size_t max_sessions = 10000;    ///< larivd clamps it to RLIMIT_NOFILE minus a reserve
+    /// Lariv-protocol sessions per remote IP address (TCP peers only); 0 = no limit. Over it a
+    /// connection is refused like one over max_sessions (-ERR server_full).
+    std::uint32_t max_sessions_per_ip = 0;
     std::size_t registry_buffer = 1024;  ///< Lariv slots per buffer
 
     // Protocol limits (Lariv-protocol sessions)
@@ -44,14 +47,19 @@ struct registry_options {
     std::uint32_t max_outstanding_pings = 2;
     std::uint32_t idle_timeout_ms = 0;       ///< close after this long without input; 0 = never
     std::uint32_t write_deadline_ms = 2000;  ///< a write stuck this long = slow consumer
-    std::size_t max_queue_bytes = 1 << 20;   ///< outbound queue cap per session
+    /// Outbound queue cap per session, in frame bytes. It must hold one maximal MSG frame
+    /// (limits.max_msg_frame(): max_payload plus its header), so validate() refuses a smaller one;
+    /// the default holds two.
+    std::size_t max_queue_bytes = 2 << 20;
     slow_consumer_policy slow_consumer = slow_consumer_policy::disconnect;
     std::uint32_t rate_limit = 0;  ///< SENDs per second per session; 0 = unlimited
     std::uint32_t rate_burst = 0;  ///< bucket size; 0 = rate_limit
 
     // Auth (Lariv-protocol sessions)
     std::string auth_token;   ///< clients must HELLO with it when set
-    std::string admin_token;  ///< KICK and LIST need it when set (HELLO auth)
+    /// HELLO with it (as `auth`) to use the admin commands KICK and LIST. Empty (the default):
+    /// the admin commands are disabled for every client.
+    std::string admin_token;
 
     // Shutdown
     std::uint32_t drain_timeout_ms = 8000;  ///< larivd's grace for async_shutdown on SIGTERM
