@@ -119,8 +119,16 @@ void registry_core::admit(const std::shared_ptr<session>& s) {
         s->refuse(protocol::error_code::draining, "server is draining");
         return;
     }
+    if (!claim_ip(s->remote(), s->ip_key_)) {
+        stats_.refused_per_ip.fetch_add(1, std::memory_order_relaxed);
+        stats_.closed[static_cast<std::size_t>(close_reason::server_full)].fetch_add(1);
+        s->refuse(protocol::error_code::server_full, "max_sessions_per_ip reached for this address");
+        return;
+    }
     auto idx = publish(s);
     if (!idx) {
+        release_ip(s->ip_key_);
+        s->ip_key_.clear();
         stats_.refused_full.fetch_add(1, std::memory_order_relaxed);
         stats_.closed[static_cast<std::size_t>(close_reason::server_full)].fetch_add(1);
         s->refuse(protocol::error_code::server_full, "max sessions reached");
@@ -136,6 +144,52 @@ void registry_core::admit(const std::shared_ptr<session>& s) {
         case phase::stopped:
             s->close(close_reason::shutdown);
             break;
+    }
+}
+
+bool registry_core::claim_ip(const std::string& remote, std::string& key) {
+    key.clear();
+    const std::uint32_t cap = opts_.max_sessions_per_ip;
+    const auto colon = remote.rfind(':');
+    if (cap == 0 || colon == std::string::npos || remote.rfind("unix", 0) == 0) {
+        return true;
+    }
+    std::string ip = remote.substr(0, colon);
+    std::lock_guard lk(ip_mu_);
+    auto& n = per_ip_[ip];
+    if (n >= cap) {
+        if (n == 0) {
+            per_ip_.erase(ip);
+        }
+        return false;
+    }
+    ++n;
+    key = std::move(ip);
+    return true;
+}
+
+void registry_core::release_ip(const std::string& key) {
+    if (key.empty()) {
+        return;
+    }
+    std::lock_guard lk(ip_mu_);
+    if (auto it = per_ip_.find(key); it != per_ip_.end() && --it->second == 0) {
+        per_ip_.erase(it);
+    }
+}
+
+void registry_core::note_auth_failure(const std::string& remote) {
+    stats_.auth_failures.fetch_add(1, std::memory_order_relaxed);
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+    auto last = auth_log_at_.load(std::memory_order_relaxed);
+    if (now - last >= 1000 &&
+        auth_log_at_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+        const auto skipped = auth_log_skipped_.exchange(0, std::memory_order_relaxed);
+        spdlog::warn("HELLO auth failed from {} ({} more since the last report)", remote, skipped);
+    } else {
+        auth_log_skipped_.fetch_add(1, std::memory_order_relaxed);
     }
 }
 
@@ -225,13 +279,30 @@ std::optional<std::uint32_t> registry_core::slot_of(protocol::session_id id) con
 }
 
 protocol::error_code registry_core::missing_reason(protocol::session_id id) const {
-    if (id.node() == opts_.node_id && id.epoch() == opts_.boot_epoch) {
-        const auto i = ids_.decode(id);
-        if (i.generation() != 0 && i.slot() < sessions_.capacity()) {
+    // PROTOCOL.md section 5: stale_session = this node and boot issued the id and that session
+    // has ended (its slot is free or holds a newer generation, or it is closing); unknown_session
+    // = not issued here: another node or epoch, a generation this slot has not reached (forged or
+    // corrupted: the keyed scramble makes a made-up id decode to a random slot and generation),
+    // or a session whose HELLO has not been accepted yet (its id is not given out before that).
+    if (id.node() != opts_.node_id || id.epoch() != opts_.boot_epoch) {
+        return protocol::error_code::unknown_session;
+    }
+    const auto i = ids_.decode(id);
+    switch (sessions_.status(i)) {
+        case lariv::IndexStatus::ended:
             return protocol::error_code::stale_session;
+        case lariv::IndexStatus::never_issued:
+            return protocol::error_code::unknown_session;
+        case lariv::IndexStatus::live:
+            break;
+    }
+    if (auto g = sessions_.get(i)) {
+        const auto st = (*g)->state_.load();
+        if (st == session_state::accepted || st == session_state::handshaking) {
+            return protocol::error_code::unknown_session;
         }
     }
-    return protocol::error_code::unknown_session;
+    return protocol::error_code::stale_session;  // draining, closing, or gone since the status
 }
 
 std::optional<protocol::error_code> registry_core::send(protocol::session_id to,
@@ -303,7 +374,8 @@ void registry_core::for_each(const std::function<bool(session_base&)>& f, std::u
 
 protocol::list_page registry_core::list(std::optional<protocol::session_id> after,
                                         std::uint32_t limit,
-                                        const std::function<bool(const session_base&)>& keep) const {
+                                        const std::function<bool(const session_base&)>& keep,
+                                        std::size_t max_body) const {
     protocol::list_page page;
     limit = page_limit(limit);
     // Slot order is a stable cursor: a session keeps its slot for life, so paging by
@@ -316,6 +388,15 @@ protocol::list_page registry_core::list(std::optional<protocol::session_id> afte
         }
         first = *slot + 1;
     }
+    // The body's size as it grows: {"next":"<32 hex>","sessions":[e1,e2,...]} is the envelope
+    // with a cursor plus each entry and a comma between entries (nlohmann's compact dump, the one
+    // the encoder writes). A page stops before an entry that would take it past max_body.
+    std::size_t body = 0;
+    if (max_body != 0) {
+        protocol::list_page probe;
+        probe.next = protocol::session_id{};
+        body = nlohmann::json(probe).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size();
+    }
     std::optional<protocol::session_id> last;
     bool full = false;
     for_each(
@@ -327,7 +408,18 @@ protocol::list_page registry_core::list(std::optional<protocol::session_id> afte
                 full = true;
                 return false;
             }
-            page.sessions.push_back(s.info());
+            auto info = s.info();
+            if (max_body != 0) {
+                const std::size_t add =
+                    nlohmann::json(info).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size() +
+                    (page.sessions.empty() ? 0 : 1);
+                if (body + add > max_body && !page.sessions.empty()) {
+                    full = true;
+                    return false;
+                }
+                body += add;
+            }
+            page.sessions.push_back(std::move(info));
             last = s.id();
             return true;
         },
@@ -575,7 +667,9 @@ nlohmann::json detail::stats_json(const registry_core& core) {
     j["accepted"] = st.accepted.load();
     j["attached"] = st.attached.load();
     j["refused_full"] = st.refused_full.load();
+    j["refused_per_ip"] = st.refused_per_ip.load();
     j["handshakes"] = st.handshakes.load();
+    j["auth_failures"] = st.auth_failures.load();
     j["msgs_in"] = st.msgs_in.load();
     j["msgs_out"] = st.msgs_out.load();
     j["bytes_routed"] = st.bytes_routed.load();

@@ -54,7 +54,9 @@ session::session(std::shared_ptr<detail::registry_core> core, const asio::any_io
     , last_input_(created_)
     , tokens_at_(created_) {}
 
-session::~session() = default;
+session::~session() {
+    core_->release_ip(ip_key_);  // never finished (its io_context stopped): give the place back
+}
 
 std::string session::name() const {
     // name_ is written once, on the strand, before handshaken_ is released.
@@ -127,7 +129,10 @@ void session::on_read(std::error_code ec, std::size_t n) {
     outstanding_pings_ = 0;  // any input proves the peer is alive
     std::string_view in(rbuf_.data(), n);
     const bool grow = n == rbuf_.size() && rbuf_.size() < (64U << 10);
-    while (!in.empty() && !closed_ && !closing_.load(std::memory_order_relaxed)) {
+    // A draining session goes on reading until it closes, so every frame it reads is answered
+    // (a SEND gets draining: PROTOCOL.md section 7); other closings stop reading at once.
+    auto stop = [this] { return closed_ || (closing_.load(std::memory_order_relaxed) && !draining_); };
+    while (!in.empty() && !stop()) {
         auto r = decoder_.decode(in);
         in.remove_prefix(r.consumed);
         if (r.status == protocol::decode_status::need_more) {
@@ -144,7 +149,7 @@ void session::on_read(std::error_code ec, std::size_t n) {
         }
         handle(r.message);
     }
-    if (closed_ || closing_.load(std::memory_order_relaxed)) {
+    if (stop()) {
         return;
     }
     // A partial frame starts the frame deadline (slowloris); a complete one clears it.
@@ -344,10 +349,13 @@ void session::drain() {
 
 void session::begin_drain() {
     // Stays visible (so a shutdown whose grace ends can still reach it) but is no longer
-    // routable; reads stop; what was accepted for the client is flushed, then it closes.
+    // routable; what was accepted for the client is flushed, then it closes. It goes on reading
+    // meanwhile and answers what it reads (a SEND gets draining), so no tokened SEND read before
+    // the close goes unanswered.
     if (closed_ || !state_.move(session_state::draining)) {
         return;
     }
+    draining_ = true;
     closing_.store(true, std::memory_order_relaxed);
     {
         std::lock_guard lk(out_mu_);
@@ -440,6 +448,8 @@ void session::finish_close() {
         leave_registry(close_reason::draining);  // a drain that flushed (or was cut) ends here
     }
     finished_ = true;
+    core_->release_ip(ip_key_);
+    ip_key_.clear();
     close_stream();
     tick_.cancel();
     state_.move(session_state::closed);

@@ -11,6 +11,30 @@ namespace lariv::server {
 
 namespace {
 using protocol::error_code;
+
+/// Token comparison in constant time: the loop runs over a fixed width (the longest token a
+/// configuration may hold) whatever the inputs, and the bytes and lengths are folded into one
+/// difference without an early exit, so the time says nothing about how much of the secret a
+/// guess got right.
+bool same_token(std::string_view given, std::string_view secret) noexcept {
+    constexpr std::size_t width = protocol::max_token_size * 4;  // config.cpp's auth_token bound
+    std::size_t diff = given.size() ^ secret.size();
+    diff |= static_cast<std::size_t>(given.size() > width);
+    for (std::size_t i = 0; i < width; ++i) {
+        const auto a = static_cast<unsigned char>(i < given.size() ? given[i] : 0);
+        const auto b = static_cast<unsigned char>(i < secret.size() ? secret[i] : 0);
+        diff |= static_cast<std::size_t>(a ^ b);
+    }
+    return diff == 0;
+}
+
+/// The -ERR for an admin command without admin rights.
+std::string_view admin_refusal(const registry_options& cfg, bool is_list) {
+    if (cfg.admin_token.empty()) {
+        return "admin commands are disabled: set admin_token";
+    }
+    return is_list ? "LIST needs the admin token" : "KICK needs the admin token";
+}
 }  // namespace
 
 void session::handle(const protocol::command& cmd) {
@@ -44,15 +68,17 @@ void session::handle(const protocol::command& cmd) {
                 }
             } else if constexpr (std::is_same_v<T, protocol::list_msg>) {
                 if (!admin_) {
-                    reply_error(error_code::not_authorized, "LIST needs the admin token");
+                    reply_error(error_code::not_authorized, admin_refusal(core_->options(), true));
                     return;
                 }
                 std::string f;
-                protocol::encode(f, core_->list(m.after, m.limit, {}));
+                // The body never passes the max_json announced in +HELLO: the page stops early
+                // and its "next" cursor carries on (PROTOCOL.md 2.4).
+                protocol::encode(f, core_->list(m.after, m.limit, {}, core_->options().limits.max_json));
                 reply(f);
             } else if constexpr (std::is_same_v<T, protocol::kick_msg>) {
                 if (!admin_) {
-                    reply_error(error_code::not_authorized, "KICK needs the admin token");
+                    reply_error(error_code::not_authorized, admin_refusal(core_->options(), false));
                 } else if (core_->kick(m.id, close_reason::kicked)) {
                     std::string f;
                     protocol::encode(f, protocol::ok_msg{"kicked"});
@@ -79,12 +105,17 @@ void session::handle_hello(const protocol::hello_msg& m) {
         reply_error(error_code::unsupported_version, "this server speaks version 1");
         return;
     }
-    const bool is_admin = !cfg.admin_token.empty() && m.auth == cfg.admin_token;
-    if (!cfg.auth_token.empty() && m.auth != cfg.auth_token && !is_admin) {
+    // `auth` carries either token (PROTOCOL.md 2.1): the admin token also admits a client where
+    // auth_token is set. An auth that matches no configured token is refused, even where none
+    // is required (a mistyped admin token must not silently connect without admin rights).
+    const bool is_admin = !cfg.admin_token.empty() && same_token(m.auth, cfg.admin_token);
+    const bool is_client = cfg.auth_token.empty() ? m.auth.empty() : same_token(m.auth, cfg.auth_token);
+    if (!is_admin && !is_client) {
+        core_->note_auth_failure(remote_);
         reply_error(error_code::not_authorized, "bad auth token");
         return;
     }
-    admin_ = cfg.admin_token.empty() || is_admin;
+    admin_ = is_admin;
     verbose_ = m.verbose;
     name_ = m.name.substr(0, 128);
     // release: publishes name_ to other threads' info() (they acquire handshaken_).
@@ -125,6 +156,10 @@ void session::handle_send(const protocol::send_msg& m) {
         }
         reply(f);
     };
+    if (draining_) {
+        answer(error_code::draining, "the server is draining");
+        return;
+    }
     // Token bucket rate limit (per session, strand-local state).
     if (const std::uint32_t rate = core_->hot().rate_limit.load(std::memory_order_relaxed); rate != 0) {
         const std::uint32_t burst_cfg = core_->hot().rate_burst.load(std::memory_order_relaxed);

@@ -124,6 +124,28 @@ public:
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         return finish_connect(::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
     }
+    /// Connects to 127.0.0.1:port from the local address `from` (e.g. "127.0.0.2": another
+    /// loopback address, so the server sees another peer IP). Returns false on failure.
+    bool try_connect_from(std::uint16_t port, const char* from) {
+        close();
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd_ < 0) {
+            return false;
+        }
+        sockaddr_in local{};
+        local.sin_family = AF_INET;
+        ::inet_pton(AF_INET, from, &local.sin_addr);
+        if (::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+            ::close(fd_);
+            fd_ = -1;
+            return false;
+        }
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(port);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        return finish_connect(::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
+    }
     /// Connects to the Unix stream socket at `path`. Returns false on failure.
     bool try_connect_unix(const std::string& path) {
         close();

@@ -16,7 +16,8 @@ namespace lariv::protocol {
 /// A session id: 128 bits, opaque to clients.
 ///
 /// Layout (documented in PROTOCOL.md; only the server may rely on it):
-/// `hi = [node id:32][boot epoch/tag:32]`, `lo = [generation:32][slot:32]`.
+/// `hi = [node id:32][boot epoch/tag:32]`, `lo = [generation:32][slot:32]` as a lariv::Index;
+/// larivd puts the low half through a keyed permutation before giving an id out (section 5).
 /// The text form is 32 hex digits, most significant first; the canonical byte form is 16 bytes
 /// big-endian. It has the same layout as `lariv::Index`, which the server converts to and from.
 /// A plain value: trivially copyable, thread-compatible.

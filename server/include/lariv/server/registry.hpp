@@ -89,8 +89,10 @@ public:
     }
     /// The Lariv-protocol session with this id, or nullptr.
     [[nodiscard]] std::shared_ptr<session> find_session(protocol::session_id id) const;
-    /// Why `id` names no routable session: stale_session (this node and boot issued the slot, now
-    /// free or reused) or unknown_session (another node or boot, or never issued).
+    /// Why `id` names no routable session (PROTOCOL.md section 5): stale_session = this node and
+    /// boot issued it and that session has ended (or is ending); unknown_session = not issued
+    /// here (another node or epoch, a generation its slot has not reached, or a session whose
+    /// HELLO is not accepted yet).
     [[nodiscard]] protocol::error_code missing_reason(protocol::session_id id) const {
         return core_->missing_reason(id);
     }
@@ -110,10 +112,13 @@ public:
         core_->for_each(f, first_slot);
     }
     /// One page of session infos after `after`, in slot order (a session shows at most once
-    /// across pages while others come and go). `keep`, if given, filters the sessions.
+    /// across pages while others come and go). `keep`, if given, filters the sessions. With
+    /// `max_body` != 0 the page also stops early, with its `next` cursor set, where its JSON (the
+    /// `+LIST` body) would pass that many bytes: the wire LIST passes limits.max_json.
     [[nodiscard]] protocol::list_page list(std::optional<protocol::session_id> after, std::uint32_t limit,
-                                           const std::function<bool(const session_base&)>& keep = {}) const {
-        return core_->list(after, limit, keep);
+                                           const std::function<bool(const session_base&)>& keep = {},
+                                           std::size_t max_body = 0) const {
+        return core_->list(after, limit, keep, max_body);
     }
     /// The page size list() applies for a requested `limit` (0 = the default 100; at most
     /// limits.max_list).

@@ -112,6 +112,7 @@ private:
     std::shared_ptr<detail::registry_core> core_;
     asio::steady_timer tick_;
     std::string remote_;
+    std::string ip_key_;  // max_sessions_per_ip place, released once in finish_close (or ~session)
     lariv::Index index_{};
     bool published_ = false;
 
@@ -119,6 +120,7 @@ private:
     protocol::command_decoder decoder_;
     std::string name_;  // written once on the strand before the move to live (release)
     bool admin_ = false;
+    bool draining_ = false;  // begin_drain ran: keep reading, answer SENDs with draining
     bool verbose_ = false;
     clock::time_point last_input_;
     clock::time_point frame_started_{};  // when the decoder began holding a partial frame

@@ -52,6 +52,8 @@ struct registry_stats {
     std::atomic<std::uint64_t> rate_limited{0};
     std::atomic<std::uint64_t> accept_errors{0};
     std::atomic<std::uint64_t> host_errors{0};     ///< hooks that threw
+    std::atomic<std::uint64_t> auth_failures{0};   ///< HELLOs refused for their auth token
+    std::atomic<std::uint64_t> refused_per_ip{0};  ///< refused at max_sessions_per_ip
     std::array<std::atomic<std::uint64_t>, close_reason_count> closed{};
 };
 
@@ -174,7 +176,8 @@ public:
     void for_each(const std::function<bool(session_base&)>& f, std::uint32_t first_slot) const;
     [[nodiscard]] protocol::list_page list(std::optional<protocol::session_id> after,
                                            std::uint32_t limit,
-                                           const std::function<bool(const session_base&)>& keep) const;
+                                           const std::function<bool(const session_base&)>& keep,
+                                           std::size_t max_body = 0) const;
     [[nodiscard]] std::optional<std::uint32_t> slot_of(protocol::session_id id) const;
     [[nodiscard]] std::optional<lariv::Index> index_of(protocol::session_id id) const;
     [[nodiscard]] std::uint32_t page_limit(std::uint32_t requested) const noexcept;
@@ -205,6 +208,14 @@ public:
     }
     /// A draining session was closed before it could flush everything.
     void note_drain_cut();
+    /// A HELLO with a wrong auth token: counted, and logged with the peer's address (at most a
+    /// line a second; the lines in between are counted in the next one).
+    void note_auth_failure(const std::string& remote);
+    /// max_sessions_per_ip: takes a place for `remote`'s IP address (the text before its last
+    /// ':'; a peer that is not TCP is not limited). False when that address is at the limit.
+    /// `key` receives what release_ip() needs ("" = nothing taken).
+    bool claim_ip(const std::string& remote, std::string& key);
+    void release_ip(const std::string& key);
     /// Runs a hook for `s` with the contract of `hooks`: false if it threw (counted, logged).
     template <class F>
     bool run_hook(F&& f) noexcept;
@@ -249,6 +260,13 @@ private:
     // Hooks: enabled until abandon(); in-flight count so abandon() can wait for other threads.
     std::atomic<bool> hooks_enabled_{true};
     std::atomic<int> hooks_in_flight_{0};
+
+    // max_sessions_per_ip (admission and close only, never the routing path: a mutex).
+    std::mutex ip_mu_;
+    std::unordered_map<std::string, std::uint32_t> per_ip_;
+    // note_auth_failure's log gate.
+    std::atomic<std::int64_t> auth_log_at_{0};
+    std::atomic<std::uint64_t> auth_log_skipped_{0};
 
     // Shutdown (not a hot path: a mutex).
     std::mutex shut_mu_;
