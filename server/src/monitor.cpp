@@ -2,8 +2,14 @@
 
 #include <algorithm>
 #include <charconv>
+#include <functional>
+#include <initializer_list>
+#include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
+#include <stdexcept>
+#include <string_view>
 
 #include <asio/connect.hpp>
 #include <asio/io_context.hpp>
@@ -24,31 +30,100 @@ namespace {
 
 constexpr std::size_t max_request = 8192;
 
-std::map<std::string, std::string> parse_query(const std::string& q) {
-    std::map<std::string, std::string> out;
-    std::size_t pos = 0;
-    while (pos < q.size()) {
-        std::size_t amp = q.find('&', pos);
-        if (amp == std::string::npos) {
-            amp = q.size();
+/// A bad request: handle() answers 400 with the message as a text/plain body.
+struct bad_request : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+using query_params = std::map<std::string, std::string, std::less<>>;
+
+/// Percent-decodes `s`: "%XX" (two hex digits, either case) is that byte and, with
+/// `plus_is_space` (query keys and values, application/x-www-form-urlencoded), '+' is a space.
+/// Throws bad_request on a malformed escape ("%zz", "%4", a trailing "%").
+std::string percent_decode(std::string_view s, bool plus_is_space) {
+    auto hex = [](char c) {
+        return c >= '0' && c <= '9'   ? c - '0'
+               : c >= 'a' && c <= 'f' ? c - 'a' + 10
+               : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                      : -1;
+    };
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%') {
+            const int hi = i + 1 < s.size() ? hex(s[i + 1]) : -1;
+            const int lo = i + 2 < s.size() ? hex(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                throw bad_request("malformed percent-escape '" + std::string(s.substr(i, 3)) +
+                                  "': '%' must be followed by two hex digits");
+            }
+            out.push_back(static_cast<char>(hi * 16 + lo));
+            i += 2;
+        } else {
+            out.push_back(plus_is_space && s[i] == '+' ? ' ' : s[i]);
         }
-        const std::string kv = q.substr(pos, amp - pos);
-        const std::size_t eq = kv.find('=');
-        if (eq != std::string::npos) {
-            out[kv.substr(0, eq)] = kv.substr(eq + 1);
-        } else if (!kv.empty()) {
-            out[kv] = "";
-        }
-        pos = amp + 1;
     }
     return out;
 }
 
-std::optional<std::uint64_t> to_uint(const std::string& s) {
+/// Splits a query string at '&' and '=', then percent-decodes each key and value ("k" alone is
+/// k=""; empty pieces, as in "a&&b", are skipped). Throws bad_request on a malformed escape or
+/// a key given twice.
+query_params parse_query(std::string_view q) {
+    query_params out;
+    while (!q.empty()) {
+        const std::string_view kv = q.substr(0, q.find('&'));
+        q.remove_prefix(std::min(q.size(), kv.size() + 1));
+        if (kv.empty()) {
+            continue;
+        }
+        const std::size_t eq = kv.find('=');
+        std::string key = percent_decode(kv.substr(0, eq), true);
+        std::string value =
+            eq == std::string_view::npos ? "" : percent_decode(kv.substr(eq + 1), true);
+        if (!out.emplace(key, std::move(value)).second) {
+            throw bad_request("parameter '" + key + "' given twice");
+        }
+    }
+    return out;
+}
+
+/// Throws bad_request naming the first parameter of `q` that `path` does not take.
+void allow_only(const query_params& q,
+                std::string_view path,
+                std::initializer_list<std::string_view> allowed) {
+    for (const auto& [key, value] : q) {
+        if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+            std::string takes;
+            for (const std::string_view a : allowed) {
+                takes += (takes.empty() ? " takes " : ", ") + std::string(a);
+            }
+            throw bad_request("unknown parameter '" + key + "': " + std::string(path) +
+                              (takes.empty() ? " takes no parameters" : takes));
+        }
+    }
+}
+
+/// The one parser of numeric query parameters: `key`'s value in `q` (`absent` when not given) as
+/// a decimal number in lo..hi. ASCII digits only: no sign, space or trailing text, not empty, no
+/// overflow. Throws bad_request naming the parameter and its range otherwise.
+std::uint64_t number_param(const query_params& q,
+                           std::string_view key,
+                           std::uint64_t lo,
+                           std::uint64_t hi,
+                           std::uint64_t absent) {
+    const auto it = q.find(key);
+    if (it == q.end()) {
+        return absent;
+    }
+    const std::string& s = it->second;
     std::uint64_t v = 0;
-    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size() || s.empty()) {
-        return std::nullopt;
+    const bool digits =
+        !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits || std::from_chars(s.data(), s.data() + s.size(), v).ec != std::errc() || v < lo ||
+        v > hi) {
+        throw bad_request(std::string(key) + " must be an integer in " + std::to_string(lo) + ".." +
+                          std::to_string(hi));
     }
     return v;
 }
@@ -107,6 +182,7 @@ public:
 private:
     void on_request(std::error_code ec) {
         monitor::response r;
+        bool head = false;
         if (stopped_) {
             return;
         }
@@ -121,15 +197,18 @@ private:
             std::string method;
             std::string target;
             in >> method >> target;
-            if (method != "GET" && method != "HEAD") {
-                r = {405, "text/plain", "only GET\n"};
+            head = method == "HEAD";
+            if (method != "GET" && !head) {
+                r = {405, "text/plain", "only GET and HEAD\n"};
             } else {
                 r = monitor::handle(reg_, target);
             }
         }
-        respond(r);
+        respond(r, head);
     }
-    void respond(const monitor::response& r) {
+    /// Writes `r` and closes. A HEAD answer has the GET's status and headers, Content-Length
+    /// included, and no body.
+    void respond(const monitor::response& r, bool head = false) {
         static const std::map<int, const char*> reasons = {
             {200, "OK"}, {400, "Bad Request"}, {404, "Not Found"}, {405, "Method Not Allowed"},
             {431, "Request Header Fields Too Large"}, {503, "Service Unavailable"}};
@@ -137,7 +216,10 @@ private:
         out_ = "HTTP/1.1 " + std::to_string(r.status) + ' ' +
                (it != reasons.end() ? it->second : "Error") + "\r\nContent-Type: " +
                r.content_type + "\r\nContent-Length: " + std::to_string(r.body.size()) +
-               "\r\nConnection: close\r\n\r\n" + r.body;
+               "\r\nConnection: close\r\n\r\n";
+        if (!head) {
+            out_ += r.body;
+        }
         asio::async_write(socket_, asio::buffer(out_),
                           asio::bind_executor(strand_, [self = shared_from_this()](std::error_code, std::size_t) {
                               std::error_code e;
@@ -197,24 +279,33 @@ void monitor::stop() {
 }
 std::uint16_t monitor::port() const noexcept { return listener_->port(); }
 
-monitor::response monitor::handle(registry& reg, const std::string& target) {
+namespace {
+
+/// monitor::handle's routing; throws bad_request for a malformed request.
+monitor::response answer(registry& reg, std::string_view target) {
     const std::size_t q = target.find('?');
-    const std::string path = target.substr(0, q);
-    const auto query = parse_query(q == std::string::npos ? "" : target.substr(q + 1));
+    const std::string path = percent_decode(target.substr(0, q), false);
+    const auto query = parse_query(q == std::string_view::npos ? "" : target.substr(q + 1));
     if (path == "/healthz") {
+        allow_only(query, path, {});
         if (reg.draining()) {
             return {503, "text/plain", "draining\n"};
         }
         return {200, "text/plain", "ok\n"};
     }
     if (path == "/metrics") {
+        allow_only(query, path, {});
         const registry_stats& s = reg.stats();
         std::ostringstream o;
         metric(o, "lariv_sessions_open", "gauge", "Sessions registered now.", reg.size());
         metric(o, "lariv_sessions_accepted_total", "counter", "Connections accepted.", s.accepted.load());
         metric(o, "lariv_sessions_refused_total", "counter", "Connections refused at max_sessions.",
                s.refused_full.load());
+        metric(o, "lariv_sessions_refused_per_ip_total", "counter",
+               "Connections refused at max_sessions_per_ip.", s.refused_per_ip.load());
         metric(o, "lariv_handshakes_total", "counter", "Successful HELLOs.", s.handshakes.load());
+        metric(o, "lariv_auth_failures_total", "counter", "HELLOs refused for their auth token.",
+               s.auth_failures.load());
         o << "# HELP lariv_sessions_closed_total Sessions closed, by reason.\n"
              "# TYPE lariv_sessions_closed_total counter\n";
         for (std::size_t r = 0; r < close_reason_count; ++r) {
@@ -242,13 +333,16 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
         return {200, "text/plain; version=0.0.4", o.str()};
     }
     if (path == "/connz") {
-        std::uint64_t limit = 100;
-        if (auto it = query.find("limit"); it != query.end()) {
-            auto v = to_uint(it->second);
-            if (!v || *v == 0 || *v > 10000) {
-                return {400, "text/plain", "limit must be 1..10000\n"};
-            }
-            limit = *v;
+        allow_only(query, path, {"limit", "after", "sort", "offset", "name"});
+        std::uint64_t limit = number_param(query, "limit", 1, 10000, 100);
+        const std::uint64_t offset =
+            number_param(query, "offset", 0, std::numeric_limits<std::uint32_t>::max(), 0);
+        const bool sorted = query.contains("sort");
+        if (query.contains("offset") && !sorted) {
+            throw bad_request("offset applies only with sort=; page the slot order with after=");
+        }
+        if (query.contains("after") && sorted) {
+            throw bad_request("after applies only without sort=; page a sorted list with offset=");
         }
         // name=<text>: only sessions whose HELLO name contains the text (as nats-server's
         // /connz filters); the filter applies to both the paged and the sorted form.
@@ -264,14 +358,6 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
             const std::string key = srt->second;
             if (key != "age" && key != "msgs_in" && key != "msgs_out" && key != "queued") {
                 return {400, "text/plain", "sort must be age, msgs_in, msgs_out or queued\n"};
-            }
-            std::uint64_t offset = 0;
-            if (auto o = query.find("offset"); o != query.end()) {
-                auto v = to_uint(o->second);
-                if (!v) {
-                    return {400, "text/plain", "offset must be a number\n"};
-                }
-                offset = *v;
             }
             std::vector<protocol::session_info> all;
             reg.for_each([&](session_base& s) {
@@ -313,6 +399,16 @@ monitor::response monitor::handle(registry& reg, const std::string& target) {
         return {200, "application/json", j.dump() + "\n"};
     }
     return {404, "text/plain", "not found; try /healthz, /metrics, /connz\n"};
+}
+
+}  // namespace
+
+monitor::response monitor::handle(registry& reg, const std::string& target) {
+    try {
+        return answer(reg, target);
+    } catch (const bad_request& e) {
+        return {400, "text/plain", std::string(e.what()) + "\n"};
+    }
 }
 
 bool probe_health(const config& cfg) {

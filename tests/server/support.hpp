@@ -138,13 +138,22 @@ inline std::uint16_t free_port() {
     return ntohs(sa.sin_port);
 }
 
-/// One HTTP/1.0 GET against 127.0.0.1:port; returns the whole response ("" on failure).
-inline std::string http_get(std::uint16_t port, const std::string& target, ms timeout = 2000ms) {
+/// One HTTP/1.0 request (`method` `target`) against 127.0.0.1:port; returns the whole response
+/// read until the server closes it or `timeout` passes ("" on failure). `*closed`, if given, tells
+/// which: the monitor closes after each answer, so a HEAD answer (no body) ends there too.
+inline std::string http_request(std::uint16_t port,
+                                const std::string& method,
+                                const std::string& target,
+                                ms timeout = 2000ms,
+                                bool* closed = nullptr) {
+    if (closed != nullptr) {
+        *closed = false;
+    }
     client c;
     if (!c.try_connect(port)) {
         return {};
     }
-    c.send_raw("GET " + target + " HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    c.send_raw(method + " " + target + " HTTP/1.0\r\nHost: localhost\r\n\r\n");
     std::string out;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     char buf[8192];
@@ -155,11 +164,19 @@ inline std::string http_get(std::uint16_t port, const std::string& target, ms ti
         }
         const ssize_t n = ::recv(c.fd(), buf, sizeof buf, 0);
         if (n <= 0) {
+            if (closed != nullptr) {
+                *closed = true;
+            }
             break;
         }
         out.append(buf, static_cast<std::size_t>(n));
     }
     return out;
+}
+
+/// One HTTP/1.0 GET against 127.0.0.1:port; returns the whole response ("" on failure).
+inline std::string http_get(std::uint16_t port, const std::string& target, ms timeout = 2000ms) {
+    return http_request(port, "GET", target, timeout);
 }
 
 /// A payload whose content names its sender and sequence number: "<tag>:<seq>:" + padding.

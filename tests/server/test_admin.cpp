@@ -4,12 +4,17 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
+
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "lariv/server/monitor.hpp"
 #include "support.hpp"
@@ -92,9 +97,17 @@ TEST_CASE("auth token: HELLO without or with a wrong token is refused - the righ
     client c(s.port());
     CHECK(c.hello_raw().is_err(error_code::not_authorized));
     CHECK(c.hello_raw(R"({"auth":"wrong"})").is_err(error_code::not_authorized));
+    // Prefixes, extensions and case variants of either token are wrong too.
+    for (const char* guess : {"s3cre", "s3cret!", "S3CRET", "s3cret ", "adm1", "adm1nn", ""}) {
+        CAPTURE(guess);
+        CHECK(c.hello_raw(std::string(R"({"auth":")") + guess + R"("})").is_err(error_code::not_authorized));
+    }
     c.send_raw("STATS\r\n");
     CHECK(c.next().is_err(error_code::handshake_required));
     CHECK(s.stats().handshakes.load() == 0);
+    CHECK(s.stats().auth_failures.load() == 9);
+    CHECK(srv::monitor::handle(s.reg(), "/metrics").body.find("lariv_auth_failures_total 9") !=
+          std::string::npos);
     REQUIRE(c.hello(R"({"auth":"s3cret"})"));
     // Not an admin with the client token.
     c.send_raw("LIST\r\n");
@@ -104,6 +117,25 @@ TEST_CASE("auth token: HELLO without or with a wrong token is refused - the righ
     auto page = adm.body_command("LIST");
     REQUIRE_MESSAGE(page, adm.last_failure());
     CHECK((*page)["sessions"].size() == 2);
+}
+
+TEST_CASE("auth: a refused HELLO is logged with the peer's address") {
+    auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(32);
+    spdlog::default_logger()->sinks().push_back(sink);  // before any server thread logs
+    {
+        auto cfg = test_config();
+        cfg.auth_token = "s3cret";
+        test_server s(cfg);
+        client c(s.port());
+        CHECK(c.hello_raw(R"({"auth":"nope"})").is_err(error_code::not_authorized));
+        s.shutdown();
+    }
+    spdlog::default_logger()->sinks().pop_back();
+    bool found = false;
+    for (const auto& line : sink->last_formatted()) {
+        found = found || (line.find("HELLO auth failed from 127.0.0.1:") != std::string::npos);
+    }
+    CHECK(found);
 }
 
 TEST_CASE("S12 in-process: drain with messages in flight loses no acknowledged message") {
@@ -396,4 +428,208 @@ TEST_CASE("/connz: name filter, sorting, and slot-order paging that shows each s
     CHECK(srv::monitor::handle(s.reg(), "/connz?limit=0").status == 400);
     CHECK(srv::monitor::handle(s.reg(), "/connz?sort=bogus").status == 400);
     CHECK(srv::monitor::handle(s.reg(), "/connz?after=xyz").status == 400);
+}
+
+// ------------------------------------------------ the monitor's query parsing and HEAD (issue)
+
+namespace {
+
+/// An HTTP response split at the blank line after its head.
+struct http_parts {
+    int status = 0;
+    std::string head;  ///< the status line and the headers
+    std::string body;
+    bool complete = false;  ///< a blank line ended the head
+    /// The value of header `name` ("" if absent).
+    [[nodiscard]] std::string header(const std::string& name) const {
+        const auto p = head.find("\r\n" + name + ": ");
+        if (p == std::string::npos) {
+            return {};
+        }
+        const auto v = p + name.size() + 4;
+        return head.substr(v, head.find("\r\n", v) - v);
+    }
+};
+
+http_parts split_http(const std::string& raw) {
+    http_parts r;
+    const auto end = raw.find("\r\n\r\n");
+    r.complete = end != std::string::npos;
+    r.head = raw.substr(0, end);
+    r.body = r.complete ? raw.substr(end + 4) : std::string();
+    if (raw.rfind("HTTP/1.1 ", 0) == 0) {
+        r.status = std::atoi(raw.c_str() + 9);
+    }
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "monitor: every numeric parameter is strict - bad values are 400 naming it and its range") {
+    test_server s(test_config());
+    struct numeric {
+        std::string prefix;  ///< the target up to the value
+        std::string name;
+        std::string range;
+        std::vector<std::string> good;
+        std::vector<std::string> out_of_range;
+    };
+    const std::vector<numeric> params = {
+        {"/connz?limit=", "limit", "1..10000", {"1", "100", "10000", "007"}, {"0", "10001"}},
+        {"/connz?sort=age&limit=", "limit", "1..10000", {"1", "10000"}, {"0", "10001"}},
+        {"/connz?sort=age&offset=",
+         "offset",
+         "0..4294967295",
+         {"0", "5", "4294967295"},
+         {"4294967296"}},
+        {"/connz?offset=", "offset", "0..4294967295", {}, {}},  // the issue's form, without sort
+    };
+    // "+5" decodes to " 5", "%2B5" to "+5", "%205" to " 5".
+    const std::vector<std::string> malformed = {
+        "abc",  "-5",   "1x",  "",   "99999999999999999999999", "+5", "%2B5", "%205",
+        "5%20", "0x10", "1.5", "1e3"};
+    for (const auto& p : params) {
+        std::vector<std::string> bad = malformed;
+        bad.insert(bad.end(), p.out_of_range.begin(), p.out_of_range.end());
+        for (const auto& v : bad) {
+            const std::string target = p.prefix + v;
+            const auto r = srv::monitor::handle(s.reg(), target);
+            CHECK_MESSAGE(r.status == 400, target);
+            CHECK_MESSAGE(r.content_type == "text/plain", target);
+            CHECK_MESSAGE(r.body == p.name + " must be an integer in " + p.range + "\n", target,
+                          " -> ", r.body);
+        }
+        for (const auto& v : p.good) {
+            const std::string target = p.prefix + v;
+            const auto r = srv::monitor::handle(s.reg(), target);
+            CHECK_MESSAGE(r.status == 200, target, " -> ", r.body);
+        }
+    }
+    CHECK(srv::monitor::handle(s.reg(), "/connz?limit").status == 400);  // no '=': empty
+    CHECK(nlohmann::json::parse(srv::monitor::handle(s.reg(), "/connz?limit=007").body)["limit"] ==
+          7);
+    // offset pages a sorted list and after the slot order: a mix-up is an error, not ignored.
+    auto r = srv::monitor::handle(s.reg(), "/connz?offset=5");
+    CHECK(r.status == 400);
+    CHECK(r.body.find("offset applies only with sort=") != std::string::npos);
+    r = srv::monitor::handle(s.reg(), "/connz?sort=age&after=" + std::string(32, '0'));
+    CHECK(r.status == 400);
+    CHECK(r.body.find("after applies only without sort=") != std::string::npos);
+}
+
+TEST_CASE("monitor: unknown and repeated query parameters are 400 naming them") {
+    test_server s(test_config());
+    const std::vector<std::pair<std::string, std::vector<std::string>>> bad = {
+        {"/connz?limt=5", {"'limt'", "/connz takes limit, after, sort, offset, name"}},
+        {"/healthz?verbose=1", {"'verbose'", "/healthz takes no parameters"}},
+        {"/metrics?x", {"'x'", "/metrics takes no parameters"}},
+        {"/healthz?limit=5", {"'limit'"}},
+        {"/connz?limit=1&limit=2", {"'limit' given twice"}},
+        {"/connz?name=a&name=b", {"'name' given twice"}},
+        {"/connz?limit=1&%6Cimit=2", {"'limit' given twice"}},  // the same key, once encoded
+    };
+    for (const auto& entry : bad) {
+        const std::string& target = entry.first;
+        const auto& words = entry.second;
+        const auto r = srv::monitor::handle(s.reg(), target);
+        CHECK_MESSAGE(r.status == 400, target);
+        for (const auto& w : words) {
+            CHECK_MESSAGE(r.body.find(w) != std::string::npos, target, " -> ", r.body);
+        }
+    }
+    for (const char* target :
+         {"/healthz", "/healthz?", "/metrics", "/connz?", "/connz?limit=5&&name=x&"}) {
+        CHECK_MESSAGE(srv::monitor::handle(s.reg(), target).status == 200, target);
+    }
+}
+
+TEST_CASE(
+    "monitor: query keys and values are percent-decoded - name=edge%20x finds the session edge x") {
+    auto cfg = test_config();
+    cfg.monitor_port = free_port();
+    test_server s(cfg);
+    client edge_x = s.connect_hello(R"({"name":"edge x"})");
+    client edge_plus = s.connect_hello(R"({"name":"edge+x"})");
+    client edgex = s.connect_hello(R"({"name":"edgex"})");
+    // The names of the sessions in a /connz body, sorted and joined with '|'.
+    auto names = [](const std::string& body) {
+        std::set<std::string> found;
+        const auto j = nlohmann::json::parse(body);
+        for (const auto& e : j["sessions"]) {
+            found.insert(e["name"].get<std::string>());
+        }
+        std::string out;
+        for (const auto& n : found) {
+            out += (out.empty() ? "" : "|") + n;
+        }
+        return out;
+    };
+    const std::vector<std::pair<std::string, std::string>> found = {
+        {"/connz?name=edge%20x", "edge x"},
+        {"/connz?name=edge+x", "edge x"},  // '+' is a space in a query
+        {"/connz?name=edge%2Bx", "edge+x"},
+        {"/connz?name=edge%2bx", "edge+x"},
+        {"/connz?name=edgex", "edgex"},
+        {"/connz?%6Eame=edge%20x&%6C%69mit=5", "edge x"},  // keys decoded too
+        {"/connz?name=edge%20x&sort=msgs_in", "edge x"},
+        {"/connz?name=a%26limit%3D0", ""},     // an encoded '&' and '=' are part of the value
+        {"/conn%7A?name=edge%20x", "edge x"},  // the path is decoded ('+' stays '+' there)
+    };
+    for (const auto& entry : found) {
+        const std::string& target = entry.first;
+        const auto& want = entry.second;
+        const auto r = srv::monitor::handle(s.reg(), target);
+        REQUIRE_MESSAGE(r.status == 200, target, " -> ", r.body);
+        CHECK_MESSAGE(names(r.body) == want, target, " -> ", r.body);
+    }
+    for (const char* target : {"/connz?name=%zz", "/connz?name=%4", "/connz?name=edge%",
+                               "/connz?name=%g0", "/connz?%zz=1", "/conn%7?name=x"}) {
+        const auto r = srv::monitor::handle(s.reg(), target);
+        CHECK_MESSAGE(r.status == 400, target);
+        CHECK_MESSAGE(r.body.find("malformed percent-escape") != std::string::npos, target, " -> ",
+                      r.body);
+    }
+    CHECK(srv::monitor::handle(s.reg(), "/conn+z").status == 404);
+    // Over real HTTP on the monitor port.
+    const auto r = split_http(http_get(s.get().monitor_port(), "/connz?name=edge%20x"));
+    REQUIRE(r.status == 200);
+    CHECK(names(r.body) == "edge x");
+    CHECK(split_http(http_get(s.get().monitor_port(), "/connz?name=%zz")).status == 400);
+}
+
+TEST_CASE("monitor: HEAD answers the GET's status and headers with no body - over real HTTP") {
+    auto cfg = test_config();
+    cfg.monitor_port = free_port();
+    test_server s(cfg);
+    const std::uint16_t port = s.get().monitor_port();
+    REQUIRE(port != 0);
+    const std::vector<std::pair<std::string, int>> targets = {
+        {"/healthz", 200}, {"/varz", 404},          {"/connz", 200},
+        {"/metrics", 200}, {"/connz?limit=5", 200}, {"/connz?limit=abc", 400}};
+    for (const auto& entry : targets) {
+        const std::string& target = entry.first;
+        const auto& status = entry.second;
+        const auto get = split_http(http_get(port, target));
+        REQUIRE_MESSAGE(get.complete, target);
+        CHECK_MESSAGE(get.status == status, target);
+        CHECK_MESSAGE(get.header("Content-Length") == std::to_string(get.body.size()), target);
+        bool closed = false;
+        const auto head = split_http(http_request(port, "HEAD", target, scaled(2000ms), &closed));
+        // The server ended the answer: the client did not wait for a body until the timeout.
+        CHECK_MESSAGE(closed, target);
+        REQUIRE_MESSAGE(head.complete, target);
+        CHECK_MESSAGE(head.status == get.status, target);
+        CHECK_MESSAGE(head.header("Content-Type") == get.header("Content-Type"), target);
+        CHECK_MESSAGE(head.header("Content-Length") == get.header("Content-Length"), target);
+        CHECK_MESSAGE(head.header("Connection") == "close", target);
+        CHECK_MESSAGE(head.body.empty(), target, " -> ", head.body);
+        // The monitor answers one request per connection; the next one, on a new connection, works.
+        const auto again = split_http(http_get(port, target));
+        CHECK_MESSAGE(again.status == status, target);
+        CHECK_MESSAGE(again.body.size() == get.body.size(), target);
+    }
+    // A body is still sent for GET, and other methods are refused.
+    CHECK(split_http(http_get(port, "/healthz")).body == "ok\n");
+    CHECK(split_http(http_request(port, "POST", "/healthz")).status == 405);
 }

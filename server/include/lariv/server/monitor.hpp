@@ -4,6 +4,10 @@
 //   GET /connz     sessions as JSON: ?limit=N&after=<id> (slot-order paging) or
 //                  ?sort=age|msgs_in|msgs_out|queued&offset=N&limit=N (as nats-server's /connz);
 //                  &name=<text> keeps sessions whose HELLO name contains <text>
+// The path and the query's keys and values are percent-decoded ('+' is a space in the query);
+// numbers are decimal digits in a range (limit 1..10000, offset 0..4294967295). A malformed
+// escape or number, a parameter the endpoint does not take, or one given twice is a 400 whose
+// text/plain body says why. HEAD answers as GET does, without the body.
 // HTTP/1.0-style: one request per connection, bounded request size and time.
 #pragma once
 
@@ -43,6 +47,7 @@ public:
         std::string content_type;
         std::string body;
     };
+    /// A malformed target is a 400, never an exception.
     [[nodiscard]] static response handle(registry& reg, const std::string& target);
 
     /// Open HTTP connections, and those refused over the cap.
