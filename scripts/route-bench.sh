@@ -7,6 +7,7 @@
 # Usage: scripts/route-bench.sh [route_bench args]     later args override the matrix's, e.g.
 #   scripts/route-bench.sh --compare /work/baseline/larivd     (B/A ratios, samples alternate)
 #   scripts/route-bench.sh --samples 3 --seconds 2 --pairs 1 --json build/bench/route.jsonl
+#   scripts/route-bench.sh --transport tcp,tls     (the cost of TLS: the same matrix over both)
 # Environment: LARIV_JOBS (build parallelism, default nproc), ROUTE_BENCH_NO_BUILD=1 (use what is
 # built), ROUTE_BENCH_LARIVD (the binary measured as A; default the bench preset's larivd).
 # Exit status: non-zero on a lost, corrupt or reordered message, an error reply or a crash.

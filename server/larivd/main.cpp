@@ -2,8 +2,8 @@
 //
 // Configuration precedence: flags > environment (LARIV_*) > --config file > defaults.
 // Exit codes: 0 ok, 64 usage error, 70 internal error, 78 configuration error (sysexits.h).
-// Signals: SIGINT/SIGTERM drain (a second one exits at once), SIGHUP reloads log level and the
-// hot-reloadable limits from the same sources.
+// Signals: SIGINT/SIGTERM drain (a second one exits at once), SIGHUP reloads log level, the
+// hot-reloadable limits and the TLS certificate, key and CA files from the same sources.
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -18,6 +18,7 @@
 #include "lariv/server/config.hpp"
 #include "lariv/server/monitor.hpp"
 #include "lariv/server/server.hpp"
+#include "lariv/server/tls.hpp"
 
 namespace {
 
@@ -130,6 +131,15 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (check_config) {
+        // TLS: the certificate, key and CA files must load, as they must at start.
+        try {
+            if (cfg.tls_enabled()) {
+                (void)lariv::server::make_server_tls_context({cfg.tls_cert, cfg.tls_key, cfg.tls_ca});
+            }
+        } catch (const lariv::server::config_error& e) {
+            std::cerr << "larivd: " << e.what() << '\n';
+            return exit_config;
+        }
         std::cout << "larivd: configuration ok\n";
         return 0;
     }
@@ -151,7 +161,7 @@ int main(int argc, char** argv) {
                     const config next = resolve(config_file, f);
                     spdlog::set_level(spdlog::level::from_str(next.log_level));
                     srv.reload(next);  // the same validation and fd clamp as at start
-                    spdlog::info("SIGHUP: reloaded log level and limits");
+                    spdlog::info("SIGHUP: reloaded log level, limits and TLS certificates");
                 } catch (const std::exception& e) {
                     spdlog::error("SIGHUP: configuration rejected, keeping the old one: {}", e.what());
                 }

@@ -117,7 +117,8 @@ const std::vector<entry>& table() {
         using L = protocol::limits;
         return std::vector<entry>{
             // Network (larivd)
-            text("listen_address", 1, 255, cfg_text<&C::listen_address>(), "Client listener address", d),
+            text("listen_address", 0, 255, cfg_text<&C::listen_address>(),
+                 "Client listener address; \"\" = no plaintext listener (TLS only)", d),
             integer("port", 0, u16_max, cfg_int<&C::port>(), "Client port, 0 = ephemeral", false, d),
             text("monitor_address", 1, 255, cfg_text<&C::monitor_address>(), "Monitoring address", d),
             integer("monitor_port", 0, u16_max, cfg_int<&C::monitor_port>(),
@@ -125,6 +126,16 @@ const std::vector<entry>& table() {
             integer("max_monitor_connections", 1, 4096, cfg_int<&C::max_monitor_connections>(),
                     "Concurrent monitoring connections; more get 503", false, d),
             integer("threads", 0, 1024, cfg_int<&C::threads>(), "I/O threads, 0 = hardware concurrency",
+                    false, d),
+            // TLS: a second client listener, on when tls_cert and tls_key are set
+            text("tls_cert", 0, 4096, cfg_text<&C::tls_cert>(),
+                 "PEM certificate chain; with tls_key turns the TLS listener on", d),
+            text("tls_key", 0, 4096, cfg_text<&C::tls_key>(), "PEM private key of tls_cert (unencrypted)", d),
+            text("tls_ca", 0, 4096, cfg_text<&C::tls_ca>(),
+                 "PEM CA bundle: client certificates required and verified (mTLS)", d),
+            text("tls_listen_address", 0, 255, cfg_text<&C::tls_listen_address>(),
+                 "TLS listener address (\"\" = listen_address, or 127.0.0.1)", d),
+            integer("tls_port", 0, u16_max, cfg_int<&C::tls_port>(), "TLS listener port, 0 = ephemeral",
                     false, d),
             // Identity
             integer("node_id", 1, u32_max, reg_int<&R::node_id>(),
@@ -379,6 +390,26 @@ void config::validate() const {
     }
     if (accept_backoff_max_ms < accept_backoff_min_ms) {
         throw config_error("config: accept_backoff_max_ms must be >= accept_backoff_min_ms");
+    }
+    // TLS: the fields must fit together; the files are read (and their errors, naming the key,
+    // raised) where the context is built: make_server_tls_context(), at start and on reload.
+    if (!tls_cert.empty() && tls_key.empty()) {
+        throw config_error("config: tls_cert is set but tls_key is not");
+    }
+    if (tls_cert.empty() && !tls_key.empty()) {
+        throw config_error("config: tls_key is set but tls_cert is not");
+    }
+    if (!tls_ca.empty() && tls_cert.empty()) {
+        throw config_error("config: tls_ca is set but tls_cert is not (client certificates are "
+                           "checked on the TLS listener only)");
+    }
+    if (listen_address.empty() && !tls_enabled()) {
+        throw config_error("config: listen_address is empty (no plaintext listener) and TLS is off "
+                           "(no tls_cert): nothing to listen on");
+    }
+    if (tls_enabled() && !listen_address.empty() && tls_port != 0 && tls_port == port &&
+        effective_tls_address() == listen_address) {
+        throw config_error("config: tls_port must differ from port on the same address");
     }
 }
 

@@ -325,6 +325,10 @@ monitor::response answer(registry& reg, std::string_view target) {
         metric(o, "lariv_rate_limited_total", "counter", "SENDs refused by the rate limit.",
                s.rate_limited.load());
         metric(o, "lariv_accept_errors_total", "counter", "Failed accept calls.", s.accept_errors.load());
+        metric(o, "lariv_tls_handshakes_total", "counter", "TLS handshakes completed.",
+               s.tls_handshakes.load());
+        metric(o, "lariv_tls_handshake_failures_total", "counter",
+               "TLS handshakes failed or timed out.", s.tls_handshake_failures.load());
         metric(o, "lariv_queued_bytes", "gauge", "Bytes waiting in outbound queues.",
                reg.queued_bytes_total());
         metric(o, "lariv_registry_buffers", "gauge", "Lariv buffers linked.", reg.lariv_buffers());

@@ -679,6 +679,8 @@ nlohmann::json detail::stats_json(const registry_core& core) {
     j["rate_limited"] = st.rate_limited.load();
     j["accept_errors"] = st.accept_errors.load();
     j["host_errors"] = st.host_errors.load();
+    j["tls_handshakes"] = st.tls_handshakes.load();
+    j["tls_handshake_failures"] = st.tls_handshake_failures.load();
     j["lariv_buffers"] = core.lariv_buffers();
     j["lariv_capacity"] = core.lariv_capacity();
     j["draining"] = core.current_phase() != registry_core::phase::running;

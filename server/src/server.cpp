@@ -8,6 +8,7 @@
 
 #include "lariv/server/listener.hpp"
 #include "lariv/server/monitor.hpp"
+#include "lariv/server/tls.hpp"
 
 namespace lariv::server {
 
@@ -46,6 +47,8 @@ registry_options effective_options(const config& c, std::size_t& clamped) {
     o.max_sessions = clamped;
     return o;
 }
+
+tls_files tls_files_of(const config& c) { return {c.tls_cert, c.tls_key, c.tls_ca}; }
 }  // namespace
 
 server::server(const config& cfg, hooks h)
@@ -57,13 +60,27 @@ server::server(const config& cfg, hooks h)
     registry_ = std::make_unique<registry>(io_.get_executor(), opts, std::move(h));
     cfg_.boot_epoch = registry_->boot_epoch();
 
-    const asio::ip::tcp::endpoint ep(asio::ip::make_address(cfg_.listen_address), cfg_.port);
-    listener_ = std::make_shared<listener>(
-        io_.get_executor(), ep, [this](asio::ip::tcp::socket s) { registry_->adopt(std::move(s)); },
-        listener::options{std::chrono::milliseconds(cfg_.accept_backoff_min_ms),
-                          std::chrono::milliseconds(cfg_.accept_backoff_max_ms)},
-        [this] { registry_->stats().accept_errors.fetch_add(1, std::memory_order_relaxed); });
-    port_ = listener_->port();
+    const listener::options lo{std::chrono::milliseconds(cfg_.accept_backoff_min_ms),
+                               std::chrono::milliseconds(cfg_.accept_backoff_max_ms)};
+    auto on_accept_error = [this] {
+        registry_->stats().accept_errors.fetch_add(1, std::memory_order_relaxed);
+    };
+    if (!cfg_.listen_address.empty()) {
+        const asio::ip::tcp::endpoint ep(asio::ip::make_address(cfg_.listen_address), cfg_.port);
+        listener_ = std::make_shared<listener>(
+            io_.get_executor(), ep, [this](asio::ip::tcp::socket s) { registry_->adopt(std::move(s)); },
+            lo, on_accept_error);
+        port_ = listener_->port();
+    }
+    if (cfg_.tls_enabled()) {
+        tls_ctx_ = make_server_tls_context(tls_files_of(cfg_));  // config_error names the key
+        const asio::ip::tcp::endpoint tep(asio::ip::make_address(cfg_.effective_tls_address()),
+                                          cfg_.tls_port);
+        tls_listener_ = std::make_shared<listener>(
+            io_.get_executor(), tep, [this](asio::ip::tcp::socket s) { on_tls_accept(std::move(s)); },
+            lo, on_accept_error);
+        tls_port_ = tls_listener_->port();
+    }
     if (cfg_.monitor_port != 0) {
         const asio::ip::tcp::endpoint mep(asio::ip::make_address(cfg_.monitor_address),
                                           cfg_.monitor_port);
@@ -89,7 +106,12 @@ server::~server() {
 }
 
 void server::start() {
-    listener_->start();
+    if (listener_) {
+        listener_->start();
+    }
+    if (tls_listener_) {
+        tls_listener_->start();
+    }
     if (monitor_) {
         monitor_->start();
     }
@@ -106,8 +128,12 @@ void server::start() {
             }
         });
     }
-    spdlog::info("larivd listening on {}:{} (node {}, epoch {}, {} threads, max {} sessions){}",
-                 cfg_.listen_address, port_, cfg_.node_id, cfg_.boot_epoch, n, max_sessions_,
+    spdlog::info("larivd listening on {}{} (node {}, epoch {}, {} threads, max {} sessions){}",
+                 listener_ ? fmt::format("{}:{}", cfg_.listen_address, port_) : std::string("-"),
+                 tls_listener_ ? fmt::format(", TLS on {}:{}{}", cfg_.effective_tls_address(), tls_port_,
+                                             cfg_.tls_ca.empty() ? "" : " (client certificates required)")
+                               : std::string(),
+                 cfg_.node_id, cfg_.boot_epoch, n, max_sessions_,
                  monitor_ ? fmt::format(", monitor on {}:{}", cfg_.monitor_address, monitor_port_)
                           : std::string());
 }
@@ -128,7 +154,12 @@ void server::stop() {
 }
 
 void server::shutdown_then_stop(std::chrono::milliseconds grace) {
-    listener_->stop();
+    if (listener_) {
+        listener_->stop();
+    }
+    if (tls_listener_) {
+        tls_listener_->stop();
+    }
     registry_->async_shutdown(grace, [this, grace](std::error_code ec) {
         if (ec) {
             spdlog::warn("shutdown: grace of {} ms over, remaining connections closed", grace.count());
@@ -145,8 +176,59 @@ void server::shutdown_then_stop(std::chrono::milliseconds grace) {
 void server::reload(const config& next) {
     std::size_t clamped = 0;
     const registry_options opts = effective_options(next, clamped);
+    // TLS: a new context from the files as they are now, built before anything changes, so an
+    // unreadable or mismatched file rejects the reload and the old context stays in use.
+    std::shared_ptr<asio::ssl::context> ctx;
+    if (tls_listener_ && next.tls_enabled()) {
+        ctx = make_server_tls_context(tls_files_of(next));
+    } else if (tls_listener_ || next.tls_enabled()) {
+        spdlog::warn("reload: turning TLS on or off needs a restart; the TLS listener stays {}",
+                     tls_listener_ ? "on with the current certificate" : "off");
+    }
     registry_->reload(opts);
     max_sessions_.store(clamped);
+    if (ctx) {
+        {
+            std::lock_guard lk(tls_mu_);
+            tls_ctx_.swap(ctx);
+        }
+        // `ctx` is now the old context: released here unless streams made from it still live.
+        spdlog::info("reload: TLS certificate {} loaded for new connections", next.tls_cert);
+    }
+}
+
+std::shared_ptr<asio::ssl::context> server::tls_context() const {
+    std::lock_guard lk(tls_mu_);
+    return tls_ctx_;
+}
+
+void server::on_tls_accept(asio::ip::tcp::socket s) {
+    // A handshake in progress holds a descriptor and memory like a session does: it counts
+    // against max_sessions, and the deadline (handshake_timeout_ms) bounds how long it may.
+    registry_stats& st = registry_->stats();
+    const std::size_t pending = tls_pending_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (registry_->open_connections() + pending > max_sessions()) {
+        tls_pending_.fetch_sub(1, std::memory_order_relaxed);
+        st.refused_full.fetch_add(1, std::memory_order_relaxed);
+        st.closed[static_cast<std::size_t>(close_reason::server_full)].fetch_add(1, std::memory_order_relaxed);
+        std::error_code ec;
+        s.close(ec);  // nothing can be said before the handshake: the client sees a close
+        return;
+    }
+    async_server_handshake(
+        tls_stream(std::move(s), tls_context()), std::chrono::milliseconds(cfg_.handshake_timeout_ms),
+        [this](std::error_code ec, tls_stream&& ts) {
+            tls_pending_.fetch_sub(1, std::memory_order_relaxed);
+            registry_stats& stats = registry_->stats();
+            if (ec) {
+                stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+                spdlog::debug("TLS handshake from {} failed: {}",
+                              detail::peer_text(ts.lowest_layer()), ec.message());
+                return;  // the stream (and its socket) is destroyed with the handshake
+            }
+            stats.tls_handshakes.fetch_add(1, std::memory_order_relaxed);
+            registry_->adopt(std::move(ts));
+        });
 }
 
 void server::wait() {

@@ -7,6 +7,7 @@
 #include <random>
 
 #include <asio/post.hpp>
+#include <asio/ssl/error.hpp>
 #include <spdlog/spdlog.h>
 
 #include "lariv/protocol/encoder.hpp"
@@ -121,7 +122,10 @@ void session::on_read(std::error_code ec, std::size_t n) {
         return;
     }
     if (ec) {
-        const bool eof = ec == asio::error::eof || ec == asio::error::connection_reset;
+        // A TLS client that closes its socket without a close_notify (ssl::error::stream_truncated)
+        // has closed the connection too; the protocol's framing makes truncation detectable.
+        const bool eof = ec == asio::error::eof || ec == asio::error::connection_reset ||
+                         ec == asio::ssl::error::stream_truncated;
         do_close(eof ? close_reason::client_closed : close_reason::io_error);
         return;
     }
@@ -129,9 +133,13 @@ void session::on_read(std::error_code ec, std::size_t n) {
     outstanding_pings_ = 0;  // any input proves the peer is alive
     std::string_view in(rbuf_.data(), n);
     const bool grow = n == rbuf_.size() && rbuf_.size() < (64U << 10);
-    // A draining session goes on reading until it closes, so every frame it reads is answered
-    // (a SEND gets draining: PROTOCOL.md section 7); other closings stop reading at once.
-    auto stop = [this] { return closed_ || (closing_.load(std::memory_order_relaxed) && !draining_); };
+    // A draining session goes on reading until its -ERR draining is written out, and answers
+    // every frame it reads (a SEND gets draining: PROTOCOL.md 2.3): what the client sent before
+    // it could see the notice is answered. After that it stops reading, so a client that keeps
+    // writing cannot hold the drain open. Other closings stop reading at once.
+    auto stop = [this] {
+        return closed_ || (closing_.load(std::memory_order_relaxed) && (!draining_ || drain_notice_left_ == 0));
+    };
     while (!in.empty() && !stop()) {
         auto r = decoder_.decode(in);
         in.remove_prefix(r.consumed);
@@ -240,7 +248,10 @@ void session::do_write() {
     start_write();
 }
 
-void session::on_write(std::error_code ec, std::size_t /*n*/) {
+void session::on_write(std::error_code ec, std::size_t n) {
+    if (draining_) {
+        drain_notice_left_ -= std::min(drain_notice_left_, n);  // strand only
+    }
     bool more = false;
     bool done_closing = false;
     {
@@ -363,6 +374,8 @@ void session::begin_drain() {
         protocol::encode(f, protocol::err_msg{error_code::draining, describe(close_reason::draining)});
         pending_.append(f);
         queued_.store(pending_.size() + writing_.size(), std::memory_order_relaxed);
+        // Bytes to write until the notice is out (what is in flight, what is queued, the notice).
+        drain_notice_left_ = writing_.size() + pending_.size();
         flush_then_close_ = true;
         if (!write_in_flight_) {
             write_in_flight_ = true;

@@ -23,6 +23,11 @@
 // --client-threads threads (default min(pairs, nproc)); a pair's sender and receiver live in the
 // same thread, so the in-flight bound is a plain counter.
 //
+// Transport: `--transport tcp,tls` (or `--tls` for tls alone) measures the same configurations
+// over plaintext TCP and over TLS. For TLS the tool makes a self-signed P-256 certificate with the
+// openssl CLI at start (in a temporary directory), starts larivd with --tls-cert/--tls-key on a
+// second free port, and its clients speak TLS 1.3 (OpenSSL, non-blocking, partial writes) there.
+//
 // Several binaries: `--larivd A --compare B [--compare C]` runs the same configurations against
 // each binary alternately (sample 1 of A, of B, sample 2 of A, of B, ...) so machine noise hits
 // all of them, and prints the ratio of medians B/A.
@@ -34,7 +39,7 @@
 // Usage: route_bench --larivd PATH [--compare PATH]... [--threads 1,2] [--pairs 1,4]
 //                    [--size 16,256] [--ack | --mode open,ack] [--window 64] [--seconds 3]
 //                    [--warmup 0.5] [--samples 5] [--inflight 256] [--client-threads N]
-//                    [--server-arg ARG]... [--json FILE] [--verbose]
+//                    [--server-arg ARG]... [--transport tcp,tls | --tls] [--json FILE] [--verbose]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -71,6 +76,9 @@
 #include <variant>
 #include <vector>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "lariv/protocol/decoder.hpp"
 #include "lariv/protocol/encoder.hpp"
 #include "lariv/protocol/error.hpp"
@@ -91,6 +99,7 @@ struct options {
     std::vector<unsigned> pairs{1};
     std::vector<std::size_t> sizes{16};
     std::vector<bool> modes{false};  // false = open, true = ack
+    std::vector<bool> transports{false};  // false = tcp, true = tls
     unsigned window = 64;
     std::size_t inflight = 256U * 1024U;  // bytes of MSG frames sent but not yet received
     double seconds = 3.0;
@@ -124,6 +133,7 @@ struct options {
                  "  --warmup S         unmeasured seconds before each sample (default 0.5)\n"
                  "  --samples K        samples per configuration and binary (default 5)\n"
                  "  --server-arg ARG   extra larivd argument (repeatable)\n"
+                 "  --transport LIST   tcp, tls or tcp,tls (default tcp); --tls = --transport tls\n"
                  "  --json FILE        also append the JSON lines to FILE\n");
     std::exit(2);
 }
@@ -207,6 +217,24 @@ options parse_args(int argc, char** argv) {
             if (o.modes.empty()) {
                 usage("empty --mode");
             }
+        } else if (a == "--tls") {
+            o.transports = {true};
+        } else if (a == "--transport" || a == "--transports") {
+            o.transports.clear();
+            std::stringstream in(value());
+            std::string item;
+            while (std::getline(in, item, ',')) {
+                if (item == "tcp") {
+                    o.transports.push_back(false);
+                } else if (item == "tls") {
+                    o.transports.push_back(true);
+                } else {
+                    usage(("bad --transport '" + item + "' (tcp or tls)").c_str());
+                }
+            }
+            if (o.transports.empty()) {
+                usage("empty --transport");
+            }
         } else if (a == "--window") {
             o.window = parse_list<unsigned>(value(), "--window").at(0);
         } else if (a == "--inflight") {
@@ -268,6 +296,64 @@ void fail(const std::string& msg) {
 }
 
 std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+// ----------------------------------------------------------------------------------- TLS
+
+/// The certificate larivd serves in TLS samples, and the client context (made once, at start).
+struct tls_setup {
+    std::string dir, cert, key;
+    SSL_CTX* client = nullptr;
+    ~tls_setup() {
+        if (client != nullptr) {
+            SSL_CTX_free(client);
+        }
+        if (!dir.empty()) {
+            const std::string cmd = "rm -rf '" + dir + "'";
+            [[maybe_unused]] const int rc = std::system(cmd.c_str());
+        }
+    }
+};
+tls_setup g_tls;
+
+/// Makes the self-signed certificate with the openssl CLI and the client context. Exits 2 when
+/// it cannot (no openssl CLI, say).
+void init_tls() {
+    char tmpl[] = "/tmp/route_bench_tls.XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) {
+        std::fprintf(stderr, "route_bench: %s\n", errno_text("mkdtemp").c_str());
+        std::exit(2);
+    }
+    g_tls.dir = tmpl;
+    g_tls.cert = g_tls.dir + "/cert.pem";
+    g_tls.key = g_tls.dir + "/key.pem";
+    const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2"
+                            " -subj /CN=localhost -keyout '" + g_tls.key + "' -out '" + g_tls.cert +
+                            "' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) != 0) {
+        std::fprintf(stderr, "route_bench: --transport tls needs the openssl CLI to make a certificate\n");
+        std::exit(2);
+    }
+    g_tls.client = SSL_CTX_new(TLS_client_method());
+    if (g_tls.client == nullptr || SSL_CTX_load_verify_locations(g_tls.client, g_tls.cert.c_str(), nullptr) != 1) {
+        std::fprintf(stderr, "route_bench: client TLS context failed\n");
+        std::exit(2);
+    }
+    SSL_CTX_set_min_proto_version(g_tls.client, TLS1_2_VERSION);
+    SSL_CTX_set_verify(g_tls.client, SSL_VERIFY_PEER, nullptr);
+    SSL_CTX_set_mode(g_tls.client, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
+/// The last OpenSSL error as text (the queue is cleared).
+std::string ssl_error_text() {
+    std::string out;
+    while (const unsigned long e = ERR_get_error()) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof buf);
+        out += out.empty() ? "" : "; ";
+        out += buf;
+    }
+    return out.empty() ? std::string("no OpenSSL error queued") : out;
+}
 
 // ----------------------------------------------------------------------------------- the daemon
 
@@ -334,7 +420,7 @@ public:
 
     /// Starts `bin` and waits until it accepts; false (with `err`) when it cannot.
     bool start(const std::string& bin, unsigned threads, const std::vector<std::string>& extra,
-               std::string& err) {
+               bool tls, std::string& err) {
         if (log_path_.empty()) {
             char tmpl[] = "/tmp/route_bench_larivd.XXXXXX";
             const int fd = ::mkstemp(tmpl);
@@ -354,6 +440,14 @@ public:
             std::vector<std::string> args{bin,           "--port",      std::to_string(port_),
                                           "--monitor-port", "0",       "--threads",
                                           std::to_string(threads), "--log-level", "warn"};
+            tls_port_ = 0;
+            if (tls) {
+                do {
+                    tls_port_ = free_port();
+                } while (tls_port_ == port_);
+                args.insert(args.end(), {"--tls-cert", g_tls.cert, "--tls-key", g_tls.key,
+                                         "--tls-port", std::to_string(tls_port_)});
+            }
             args.insert(args.end(), extra.begin(), extra.end());
             if (!spawn(args, err)) {
                 return false;
@@ -365,7 +459,7 @@ public:
                     exited = true;
                     break;
                 }
-                const int fd = connect_loopback(port_);
+                const int fd = connect_loopback(client_port());
                 if (fd >= 0) {
                     ::close(fd);
                     return true;
@@ -373,7 +467,7 @@ public:
                 std::this_thread::sleep_for(std::chrono::milliseconds(5));
             }
             if (!exited) {
-                err = bin + " did not accept on 127.0.0.1:" + std::to_string(port_) + " within 10 s";
+                err = bin + " did not accept on 127.0.0.1:" + std::to_string(client_port()) + " within 10 s";
                 kill_hard();
                 return false;
             }
@@ -426,6 +520,8 @@ public:
     }
 
     [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+    /// Where the clients connect: the TLS port in TLS samples, else the plaintext one.
+    [[nodiscard]] std::uint16_t client_port() const noexcept { return tls_port_ != 0 ? tls_port_ : port_; }
 
     /// The last lines the daemon wrote, for failure reports.
     [[nodiscard]] std::string log_tail(std::size_t max_bytes = 3000) const {
@@ -493,6 +589,7 @@ private:
     pid_t pid_ = -1;
     int status_ = 0;
     std::uint16_t port_ = 0;
+    std::uint16_t tls_port_ = 0;
     std::string log_path_;
 };
 
@@ -501,6 +598,7 @@ private:
 /// One client connection: non-blocking socket, reply decoder, pending output.
 struct connection {
     int fd = -1;
+    SSL* ssl = nullptr;  // TLS samples: all I/O goes through it
     proto::reply_decoder dec;
     std::string out;
     std::size_t out_off = 0;
@@ -512,6 +610,10 @@ struct connection {
     connection& operator=(const connection&) = delete;
     ~connection() { close(); }
     void close() noexcept {
+        if (ssl != nullptr) {
+            SSL_free(ssl);
+            ssl = nullptr;
+        }
         if (fd >= 0) {
             ::close(fd);
             fd = -1;
@@ -519,10 +621,42 @@ struct connection {
     }
     [[nodiscard]] bool pending() const noexcept { return out_off < out.size(); }
 
+    /// SSL_write of what is pending, as send(2) would report it (-1 with EAGAIN: try later).
+    ssize_t tls_send() {
+        const int len = static_cast<int>(std::min<std::size_t>(out.size() - out_off, 1U << 30));
+        const int n = SSL_write(ssl, out.data() + out_off, len);
+        if (n > 0) {
+            return n;
+        }
+        const int e = SSL_get_error(ssl, n);
+        errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+        if (errno == EPIPE) {
+            fail(name + ": SSL_write: " + ssl_error_text());
+        }
+        return -1;
+    }
+    /// recv(2) or SSL_read, as recv(2) reports it (-1 with EAGAIN: nothing now; 0: closed).
+    ssize_t receive(char* buf, std::size_t len) {
+        if (ssl == nullptr) {
+            return ::recv(fd, buf, len, MSG_DONTWAIT);
+        }
+        const int n = SSL_read(ssl, buf, static_cast<int>(std::min<std::size_t>(len, 1U << 30)));
+        if (n > 0) {
+            return n;
+        }
+        const int e = SSL_get_error(ssl, n);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            errno = EAGAIN;
+            return -1;
+        }
+        ERR_clear_error();
+        return 0;  // close_notify, an alert or the socket closed: the connection is over
+    }
+
     /// Writes what the socket takes now. False (after fail()) on a socket error.
     bool flush() {
         while (out_off < out.size()) {
-            const ssize_t n = ::send(fd, out.data() + out_off, out.size() - out_off,
+            const ssize_t n = ssl != nullptr ? tls_send() : ::send(fd, out.data() + out_off, out.size() - out_off,
                                      MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0) {
                 if (errno == EINTR) {
@@ -547,7 +681,7 @@ struct connection {
     }
 };
 
-bool connect_client(connection& c, std::uint16_t port, std::string& err) {
+bool connect_client(connection& c, std::uint16_t port, bool tls, std::string& err) {
     c.fd = connect_loopback(port);
     if (c.fd < 0) {
         err = c.name + ": " + errno_text("connect");
@@ -555,6 +689,16 @@ bool connect_client(connection& c, std::uint16_t port, std::string& err) {
     }
     int one = 1;
     ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (g_tls.client != nullptr && tls) {
+        // Blocking handshake first, then the socket goes non-blocking like a plaintext one.
+        c.ssl = SSL_new(g_tls.client);
+        SSL_set_fd(c.ssl, c.fd);
+        SSL_set_tlsext_host_name(c.ssl, "localhost");
+        if (SSL_connect(c.ssl) != 1) {
+            err = c.name + ": TLS handshake: " + ssl_error_text();
+            return false;
+        }
+    }
     const int fl = ::fcntl(c.fd, F_GETFL);
     ::fcntl(c.fd, F_SETFL, fl | O_NONBLOCK);
     return true;
@@ -576,7 +720,7 @@ bool handshake(connection& c, std::string& err) {
         if (::poll(&p, 1, 50) <= 0) {
             continue;
         }
-        const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+        const ssize_t n = c.receive(buf, sizeof buf);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             continue;
         }
@@ -840,7 +984,7 @@ bool on_sender_reply(pair_state& p, const proto::reply& m) {
 template <class Handle>
 bool read_side(connection& c, std::vector<char>& buf, Handle&& handle) {
     for (int round = 0; round < 4; ++round) {
-        const ssize_t n = ::recv(c.fd, buf.data(), buf.size(), MSG_DONTWAIT);
+        const ssize_t n = c.receive(buf.data(), buf.size());
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
                 return true;
@@ -959,12 +1103,13 @@ struct config {
     unsigned pairs = 1;
     std::size_t size = 16;
     bool ack = false;
+    bool tls = false;
 };
 
 std::string config_name(const config& c) {
     char buf[128];
-    std::snprintf(buf, sizeof buf, "%-4s size=%-5zu pairs=%-2u threads=%u", c.ack ? "ack" : "open",
-                  c.size, c.pairs, c.threads);
+    std::snprintf(buf, sizeof buf, "%-4s size=%-5zu pairs=%-2u threads=%u %s", c.ack ? "ack" : "open",
+                  c.size, c.pairs, c.threads, c.tls ? "tls" : "tcp");
     return buf;
 }
 
@@ -990,7 +1135,7 @@ void sleep_watching(double seconds) {
 std::optional<double> run_sample(const std::string& bin, const config& c, const options& o) {
     daemon_process d;
     std::string err;
-    if (!d.start(bin, c.threads, o.server_args, err)) {
+    if (!d.start(bin, c.threads, o.server_args, c.tls, err)) {
         fail(err);
         return std::nullopt;
     }
@@ -1004,8 +1149,8 @@ std::optional<double> run_sample(const std::string& bin, const config& c, const 
         p->inflight_cap = o.inflight;
         p->rx.name = "route-bench-rx-" + std::to_string(i);
         p->tx.name = "route-bench-tx-" + std::to_string(i);
-        if (!connect_client(p->rx, d.port(), err) || !handshake(p->rx, err) ||
-            !connect_client(p->tx, d.port(), err) || !handshake(p->tx, err)) {
+        if (!connect_client(p->rx, d.client_port(), c.tls, err) || !handshake(p->rx, err) ||
+            !connect_client(p->tx, d.client_port(), c.tls, err) || !handshake(p->tx, err)) {
             fail(err + "\n" + d.log_tail());
             return std::nullopt;
         }
@@ -1181,10 +1326,15 @@ int main(int argc, char** argv) {
         for (const bool ack : o.modes) {
             for (const std::size_t s : o.sizes) {
                 for (const unsigned p : o.pairs) {
-                    configs.push_back({t, p, s, ack});
+                    for (const bool tls : o.transports) {
+                        configs.push_back({t, p, s, ack, tls});
+                    }
                 }
             }
         }
+    }
+    if (std::find(o.transports.begin(), o.transports.end(), true) != o.transports.end()) {
+        init_tls();
     }
 
     std::FILE* json = nullptr;
@@ -1200,7 +1350,8 @@ int main(int argc, char** argv) {
     ::uname(&un);
     const std::string date = now_utc();
     const std::string model = cpu_model();
-    std::printf("# route_bench: larivd routing throughput (SEND -> MSG via the real daemon, loopback TCP)\n");
+    std::printf("# route_bench: larivd routing throughput (SEND -> MSG via the real daemon, loopback TCP%s)\n",
+                g_tls.client != nullptr ? "; tls = TLS 1.3, P-256 certificate" : "");
     std::printf("# date %s  host %s  kernel %s  nproc %u  cpu \"%s\"\n", date.c_str(), un.nodename,
                 un.release, nproc(), model.c_str());
     for (std::size_t i = 0; i < o.binaries.size(); ++i) {
@@ -1236,7 +1387,8 @@ int main(int argc, char** argv) {
         }
         std::string line = config_name(c);
         std::string js = "{\"bench\":\"route\",\"date\":\"" + date + "\",\"mode\":\"" +
-                         (c.ack ? "ack" : "open") + "\",\"size\":" + std::to_string(c.size) +
+                         (c.ack ? "ack" : "open") + "\",\"transport\":\"" + (c.tls ? "tls" : "tcp") +
+                         "\",\"size\":" + std::to_string(c.size) +
                          ",\"pairs\":" + std::to_string(c.pairs) + ",\"threads\":" +
                          std::to_string(c.threads) + ",\"seconds\":" + fmt_g(o.seconds) +
                          ",\"warmup\":" + fmt_g(o.warmup) + ",\"window\":" +

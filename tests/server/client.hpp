@@ -3,6 +3,11 @@
 // Plain POSIX sockets (no Asio, so the client shares no machinery with the server under test),
 // frames decoded with lariv::protocol::reply_decoder and copied into an owned `frame`. Every read
 // has a timeout; nothing here can hang a test. Not thread-safe: one client per thread at a time.
+//
+// TLS: start_tls() runs a client handshake with OpenSSL directly on the connected socket (again no
+// asio::ssl, so the server's TLS code is not tested against itself); from then on every command
+// goes through TLS. tls_client_context() builds the SSL_CTX: what to trust, which certificate to
+// present, which protocol versions to offer.
 #pragma once
 
 #include <netinet/in.h>
@@ -12,12 +17,20 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -84,6 +97,60 @@ struct frame {
     }
 };
 
+/// What a TLS test client trusts, presents and offers.
+struct tls_options {
+    std::string ca;         ///< PEM CA file to verify the server with; "" = no verification
+    std::string host;       ///< name the server certificate must carry (checked when ca is set)
+    std::string cert, key;  ///< client certificate and key (mTLS); "" = none
+    int min_version = TLS1_2_VERSION;
+    int max_version = 0;     ///< 0 = the highest the library has
+    int security_level = -1; ///< -1 = OpenSSL's default; 0 lets a test offer TLS 1.0/1.1
+};
+
+/// The last OpenSSL error of this thread as text (the queue is cleared), "" if none.
+inline std::string openssl_error_text() {
+    std::string out;
+    while (const unsigned long e = ERR_get_error()) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof buf);
+        if (!out.empty()) {
+            out += "; ";
+        }
+        out += buf;
+    }
+    return out;
+}
+
+/// A client SSL_CTX for `o`. Throws std::runtime_error when a file does not load.
+inline std::shared_ptr<SSL_CTX> tls_client_context(const tls_options& o) {
+    std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+    if (!ctx) {
+        throw std::runtime_error("SSL_CTX_new: " + openssl_error_text());
+    }
+    SSL_CTX* h = ctx.get();
+    if (o.security_level >= 0) {
+        SSL_CTX_set_security_level(h, o.security_level);
+        SSL_CTX_set_cipher_list(h, "DEFAULT:@SECLEVEL=0");
+    }
+    SSL_CTX_set_min_proto_version(h, o.min_version);
+    SSL_CTX_set_max_proto_version(h, o.max_version);
+    if (!o.ca.empty()) {
+        if (SSL_CTX_load_verify_locations(h, o.ca.c_str(), nullptr) != 1) {
+            throw std::runtime_error("load CA " + o.ca + ": " + openssl_error_text());
+        }
+        SSL_CTX_set_verify(h, SSL_VERIFY_PEER, nullptr);
+    } else {
+        SSL_CTX_set_verify(h, SSL_VERIFY_NONE, nullptr);
+    }
+    if (!o.cert.empty()) {
+        if (SSL_CTX_use_certificate_chain_file(h, o.cert.c_str()) != 1 ||
+            SSL_CTX_use_PrivateKey_file(h, o.key.c_str(), SSL_FILETYPE_PEM) != 1) {
+            throw std::runtime_error("load client certificate " + o.cert + ": " + openssl_error_text());
+        }
+    }
+    return ctx;
+}
+
 class client {
 public:
     client() = default;
@@ -96,6 +163,9 @@ public:
         if (this != &o) {
             close();
             fd_ = std::exchange(o.fd_, -1);
+            ssl_ = std::exchange(o.ssl_, nullptr);
+            tls_ctx_ = std::move(o.tls_ctx_);
+            tls_error_ = std::move(o.tls_error_);
             rx_ = std::move(o.rx_);
             dec_ = std::move(o.dec_);
             eof_ = o.eof_;
@@ -178,21 +248,86 @@ public:
     [[nodiscard]] bool is_open() const noexcept { return fd_ >= 0; }
     [[nodiscard]] int fd() const noexcept { return fd_; }
 
-    /// Orderly close (FIN).
+    /// Orderly close (FIN; over TLS a close_notify first, without waiting for the peer's).
     void close() noexcept {
+        if (ssl_ != nullptr) {
+            (void)SSL_shutdown(ssl_);
+            SSL_free(ssl_);
+            ssl_ = nullptr;
+            ERR_clear_error();
+        }
+        tls_ctx_.reset();
         if (fd_ >= 0) {
             ::close(fd_);
             fd_ = -1;
         }
     }
-    /// Abrupt close: SO_LINGER 0, so the kernel sends RST.
+    /// Abrupt close: SO_LINGER 0, so the kernel sends RST (over TLS: no close_notify).
     void reset() noexcept {
+        if (ssl_ != nullptr) {
+            SSL_free(ssl_);
+            ssl_ = nullptr;
+        }
         if (fd_ >= 0) {
             linger l{1, 0};
             ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
             close();
         }
     }
+
+    // ---- TLS ------------------------------------------------------------------------------
+
+    /// Client handshake on the connected socket, within `timeout`. True once it completed; from
+    /// then on send_raw and the reads go through TLS. False (tls_error() says why) when it failed.
+    /// Under TLS 1.3 the client finishes before the server has checked the client certificate: a
+    /// refused certificate shows as a close (with an alert in tls_error()) on the first read.
+    bool start_tls(std::shared_ptr<SSL_CTX> ctx, const std::string& host = {}, ms timeout = 5000ms) {
+        ERR_clear_error();
+        tls_error_.clear();
+        if (fd_ < 0) {
+            tls_error_ = "not connected";
+            return false;
+        }
+        ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+        tls_ctx_ = std::move(ctx);
+        ssl_ = SSL_new(tls_ctx_.get());
+        SSL_set_fd(ssl_, fd_);
+        SSL_set_connect_state(ssl_);
+        if (!host.empty()) {
+            SSL_set_tlsext_host_name(ssl_, host.c_str());
+            SSL_set1_host(ssl_, host.c_str());
+        }
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            const int r = SSL_do_handshake(ssl_);
+            if (r == 1) {
+                return true;
+            }
+            const int err = SSL_get_error(ssl_, r);
+            if ((err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) ||
+                !wait_io(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline)) {
+                tls_error_ = describe_tls_failure(err);
+                if (tls_error_.empty()) {
+                    tls_error_ = "handshake timed out";
+                }
+                SSL_free(ssl_);
+                ssl_ = nullptr;
+                return false;
+            }
+        }
+    }
+    /// try_connect + start_tls.
+    bool connect_tls(std::uint16_t port, std::shared_ptr<SSL_CTX> ctx, const std::string& host = {}) {
+        return try_connect(port) && start_tls(std::move(ctx), host);
+    }
+    [[nodiscard]] bool tls() const noexcept { return ssl_ != nullptr; }
+    /// Why the handshake or the last TLS read failed (OpenSSL's words, alerts included).
+    [[nodiscard]] const std::string& tls_error() const noexcept { return tls_error_; }
+    /// The negotiated version ("TLSv1.3", ...), "" without TLS.
+    [[nodiscard]] std::string tls_version() const { return ssl_ ? SSL_get_version(ssl_) : ""; }
+    /// The server certificate's subject (one line, "/CN=...") and serial (hex), "" if none.
+    [[nodiscard]] std::string peer_subject() const { return peer_field(false); }
+    [[nodiscard]] std::string peer_serial() const { return peer_field(true); }
     /// Half close: FIN, but keep reading.
     void shutdown_write() noexcept {
         if (fd_ >= 0) {
@@ -202,6 +337,9 @@ public:
 
     /// Writes all of `bytes` (blocking). False when the peer is gone (no SIGPIPE).
     bool send_raw(std::string_view bytes) {
+        if (ssl_ != nullptr) {
+            return tls_send(bytes);
+        }
         while (!bytes.empty()) {
             const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
             if (n < 0) {
@@ -215,6 +353,7 @@ public:
         return true;
     }
     /// Writes what fits now without blocking; returns bytes written (0 when full), -1 on error.
+    /// Plaintext only.
     ssize_t send_some(std::string_view bytes) {
         const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -437,6 +576,9 @@ private:
             eof_ = true;
             return false;
         }
+        if (ssl_ != nullptr) {
+            return tls_fill(timeout);
+        }
         pollfd p{fd_, POLLIN, 0};
         const int pr = ::poll(&p, 1, static_cast<int>(timeout.count()));
         if (pr <= 0) {
@@ -455,7 +597,109 @@ private:
         return true;
     }
 
+    /// Polls the socket for `events` until `deadline`; false on timeout or error.
+    bool wait_io(short events, std::chrono::steady_clock::time_point deadline) const {
+        for (;;) {
+            const auto left = std::chrono::duration_cast<ms>(deadline - std::chrono::steady_clock::now());
+            if (left.count() < 0) {
+                return false;
+            }
+            pollfd p{fd_, events, 0};
+            const int pr = ::poll(&p, 1, static_cast<int>(left.count()));
+            if (pr > 0) {
+                return true;
+            }
+            if (pr == 0 || errno != EINTR) {
+                return false;
+            }
+        }
+    }
+    /// OpenSSL's reason for a failed call (error queue, verify result), "" if it has none.
+    std::string describe_tls_failure(int err) {
+        std::string why = openssl_error_text();
+        if (ssl_ != nullptr) {
+            const long v = SSL_get_verify_result(ssl_);
+            if (v != X509_V_OK) {
+                why += (why.empty() ? "" : "; ") + std::string("verify: ") + X509_verify_cert_error_string(v);
+            }
+        }
+        if (why.empty() && err == SSL_ERROR_SYSCALL) {
+            why = "connection closed during the handshake";
+        }
+        if (why.empty() && err == SSL_ERROR_ZERO_RETURN) {
+            why = "close_notify";
+        }
+        return why;
+    }
+    bool tls_send(std::string_view bytes) {
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (!bytes.empty()) {
+            const int chunk = static_cast<int>(std::min<std::size_t>(bytes.size(), 1U << 20));
+            const int n = SSL_write(ssl_, bytes.data(), chunk);
+            if (n > 0) {
+                bytes.remove_prefix(static_cast<std::size_t>(n));
+                continue;
+            }
+            const int err = SSL_get_error(ssl_, n);
+            if ((err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) ||
+                !wait_io(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline)) {
+                tls_error_ = describe_tls_failure(err);
+                return false;
+            }
+        }
+        return true;
+    }
+    bool tls_fill(ms timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            char buf[16 * 1024];
+            const int n = SSL_read(ssl_, buf, sizeof buf);
+            if (n > 0) {
+                rx_.append(buf, static_cast<std::size_t>(n));
+                return true;
+            }
+            const int err = SSL_get_error(ssl_, n);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                // Nothing yet (or only TLS 1.3 post-handshake messages): wait for more.
+                if (!wait_io(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline)) {
+                    return false;
+                }
+                continue;
+            }
+            // close_notify, an alert (a refused client certificate), or the socket closed.
+            tls_error_ = describe_tls_failure(err);
+            eof_ = true;
+            return false;
+        }
+    }
+    std::string peer_field(bool serial) const {
+        if (ssl_ == nullptr) {
+            return {};
+        }
+        X509* cert = SSL_get1_peer_certificate(ssl_);
+        if (cert == nullptr) {
+            return {};
+        }
+        std::string out;
+        if (serial) {
+            BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert), nullptr);
+            char* hex = BN_bn2hex(bn);
+            out = hex;
+            OPENSSL_free(hex);
+            BN_free(bn);
+        } else {
+            char buf[512];
+            X509_NAME_oneline(X509_get_subject_name(cert), buf, sizeof buf);
+            out = buf;
+        }
+        X509_free(cert);
+        return out;
+    }
+
     int fd_ = -1;
+    SSL* ssl_ = nullptr;
+    std::shared_ptr<SSL_CTX> tls_ctx_;
+    std::string tls_error_;
     std::string rx_;
     proto::reply_decoder dec_{big_limits()};
     bool eof_ = false;

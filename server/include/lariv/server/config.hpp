@@ -23,12 +23,28 @@ namespace lariv::server {
 /// names; precedence is flags > environment > file > default.
 struct config : registry_options {
     // Network
-    std::string listen_address = "127.0.0.1";  ///< loopback by default; 0.0.0.0 in containers
+    std::string listen_address = "127.0.0.1";  ///< loopback by default; 0.0.0.0 in containers; "" = no plaintext listener
     std::uint16_t port = 7411;  ///< 0 = an ephemeral port (server::port() tells which)
     std::string monitor_address = "127.0.0.1";
     std::uint16_t monitor_port = 7412;  ///< 0 disables the monitoring endpoint
     std::size_t max_monitor_connections = 16;  ///< concurrent HTTP connections; more get 503
     unsigned threads = 0;               ///< I/O threads; 0 = hardware concurrency
+
+    // TLS: a second client listener, on when tls_cert and tls_key are set (server/DESIGN.md,
+    // "TLS"). TLS only: listen_address "" turns the plaintext listener off.
+    std::string tls_cert;            ///< PEM certificate chain, the server's certificate first
+    std::string tls_key;             ///< PEM private key of tls_cert (unencrypted)
+    std::string tls_ca;              ///< PEM CA bundle; if set, client certificates are required (mTLS)
+    std::string tls_listen_address;  ///< "" = listen_address (127.0.0.1 if that is "" too)
+    std::uint16_t tls_port = 7413;   ///< 0 = an ephemeral port (server::tls_port() tells which)
+    /// The TLS listener runs (tls_cert set; validate() checks that tls_key is too).
+    [[nodiscard]] bool tls_enabled() const noexcept { return !tls_cert.empty(); }
+    /// The address the TLS listener binds.
+    [[nodiscard]] std::string effective_tls_address() const {
+        return !tls_listen_address.empty() ? tls_listen_address
+               : !listen_address.empty()   ? listen_address
+                                           : std::string("127.0.0.1");
+    }
 
     // Operations
     std::uint32_t accept_backoff_min_ms = 10;

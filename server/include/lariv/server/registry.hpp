@@ -65,7 +65,9 @@ public:
     [[nodiscard]] executor_type get_executor() const noexcept { return core_->executor(); }
 
     /// Takes a connected stream and makes it a Lariv-protocol session (or refuses it with
-    /// server_full / draining, telling the client). Returns at once. The session runs on a
+    /// server_full / draining, telling the client). Returns at once. A TLS stream must have
+    /// completed its handshake; lariv/server/tls.hpp's tls_stream also keeps its ssl::context
+    /// alive for as long as the session lives (a bare ssl::stream leaves that to the caller). The session runs on a
     /// strand of the stream's executor: accept onto the io_context's executor (as
     /// `acceptor.async_accept(io, ...)` does), not onto a strand shared by many streams, or
     /// their sessions run one at a time.

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -18,6 +19,10 @@
 #include "lariv/server/config.hpp"
 #include "lariv/server/registry.hpp"
 
+namespace asio::ssl {
+class context;
+}
+
 namespace lariv::server {
 
 class listener;
@@ -25,8 +30,9 @@ class monitor;
 
 class server {
 public:
-    /// Validates `cfg` (throws config_error), clamps max_sessions to the fd limit, binds the
-    /// listening sockets (throws std::system_error). Nothing runs until start().
+    /// Validates `cfg` (throws config_error), clamps max_sessions to the fd limit, loads the TLS
+    /// files (throws config_error naming the key), binds the listening sockets (throws
+    /// std::system_error). Nothing runs until start().
     explicit server(const config& cfg, hooks h = {});
     ~server();
     server(const server&) = delete;
@@ -42,12 +48,19 @@ public:
     /// the threads. Thread-safe.
     void stop();
     /// SIGHUP: applies the hot-reloadable settings of `next` (validated, max_sessions clamped to
-    /// the fd limit exactly as at start). Throws config_error (nothing changes then).
+    /// the fd limit exactly as at start) and, with TLS on, re-reads tls_cert, tls_key and tls_ca
+    /// into a new context for new connections (existing ones keep theirs). Throws config_error
+    /// (nothing changes then: an unreadable certificate keeps the old context).
     void reload(const config& next);
     /// Blocks until the I/O threads have exited.
     void wait();
 
+    /// The plaintext listener's port (0 when listen_address is "": TLS only).
     [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+    /// The TLS listener's port (0 when TLS is off).
+    [[nodiscard]] std::uint16_t tls_port() const noexcept { return tls_port_; }
+    /// The TLS context new connections get now (nullptr when TLS is off). Thread-safe.
+    [[nodiscard]] std::shared_ptr<asio::ssl::context> tls_context() const;
     [[nodiscard]] std::uint16_t monitor_port() const noexcept { return monitor_port_; }
     [[nodiscard]] registry& reg() noexcept { return *registry_; }
     [[nodiscard]] asio::io_context& context() noexcept { return io_; }
@@ -59,13 +72,22 @@ public:
 
 private:
     void shutdown_then_stop(std::chrono::milliseconds grace);
+    void on_tls_accept(asio::ip::tcp::socket s);
 
     config cfg_;
     std::atomic<std::size_t> max_sessions_{0};
     asio::io_context io_;
     asio::executor_work_guard<asio::io_context::executor_type> work_;
     std::unique_ptr<registry> registry_;
-    std::shared_ptr<listener> listener_;
+    std::shared_ptr<listener> listener_;  // null when listen_address is ""
+    // TLS (server/DESIGN.md, "TLS"): the listener, the context for new connections (replaced on
+    // reload under tls_mu_; every stream holds a share of the one it was made with) and the
+    // handshakes in progress, which count against max_sessions.
+    std::shared_ptr<listener> tls_listener_;
+    mutable std::mutex tls_mu_;
+    std::shared_ptr<asio::ssl::context> tls_ctx_;
+    std::atomic<std::size_t> tls_pending_{0};
+    std::uint16_t tls_port_ = 0;
     std::unique_ptr<monitor> monitor_;
     std::vector<std::thread> threads_;
     std::uint16_t port_ = 0;

@@ -121,6 +121,7 @@ private:
     std::string name_;  // written once on the strand before the move to live (release)
     bool admin_ = false;
     bool draining_ = false;  // begin_drain ran: keep reading, answer SENDs with draining
+    std::size_t drain_notice_left_ = 0;  // bytes to write until -ERR draining is out; 0: stop reading
     bool verbose_ = false;
     clock::time_point last_input_;
     clock::time_point frame_started_{};  // when the decoder began holding a partial frame
