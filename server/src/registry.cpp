@@ -597,11 +597,24 @@ void registry_core::abandon() {
 }
 
 void registry_core::reload(const registry_options& o) {
+    const bool idle_changed =
+        hot_.idle_timeout_ms.exchange(o.idle_timeout_ms, std::memory_order_relaxed) != o.idle_timeout_ms;
+    if (idle_changed) {
+        // Session timers are armed for their next deadline only: a new idle timeout must re-arm
+        // them, or a session with no deadline running would never see it (rare: SIGHUP).
+        for_each(
+            [](session_base& b) {
+                if (auto* s = dynamic_cast<session*>(&b)) {
+                    asio::post(s->strand_, [self = s->shared_from_this()] { self->arm_tick(); });
+                }
+                return true;
+            },
+            0);
+    }
     hot_.max_sessions.store(o.max_sessions, std::memory_order_relaxed);
     hot_.max_queue_bytes.store(o.max_queue_bytes, std::memory_order_relaxed);
     hot_.rate_limit.store(o.rate_limit, std::memory_order_relaxed);
     hot_.rate_burst.store(o.rate_burst, std::memory_order_relaxed);
-    hot_.idle_timeout_ms.store(o.idle_timeout_ms, std::memory_order_relaxed);
 }
 
 // --------------------------------------------------------------------------------------- hooks

@@ -16,7 +16,6 @@ namespace lariv::server {
 
 namespace {
 using protocol::error_code;
-constexpr auto tick_period = std::chrono::milliseconds(250);
 constexpr auto close_linger = std::chrono::seconds(1);  // bound on flushing a final -ERR
 
 /// The human-readable message of the -ERR a closing session gets.
@@ -166,6 +165,7 @@ void session::on_read(std::error_code ec, std::size_t n) {
         decoder_.shrink();
     } else if (frame_started_ == clock::time_point{}) {
         frame_started_ = last_input_;
+        deadline_started(frame_started_ + std::chrono::milliseconds(core_->options().frame_timeout_ms));
     }
     if (grow) {
         rbuf_.resize(rbuf_.size() * 2);  // `in` is consumed: the old bytes are no longer needed
@@ -233,6 +233,7 @@ void session::post_write() {
 }
 
 void session::do_write() {
+    clock::time_point write_due;
     {
         std::lock_guard lk(out_mu_);
         if (finished_ || !writing_.empty() || pending_.empty()) {
@@ -244,7 +245,9 @@ void session::do_write() {
         }
         writing_.swap(pending_);
         write_started_ = clock::now();
+        write_due = write_started_ + std::chrono::milliseconds(core_->options().write_deadline_ms);
     }
+    deadline_started(write_due);
     start_write();
 }
 
@@ -288,8 +291,54 @@ void session::on_write(std::error_code ec, std::size_t n) {
 
 // ------------------------------------------------------------------------------------ deadlines
 
+// One timer per session, armed for the earliest deadline that is running (handshake, frame,
+// write, idle, heartbeat) and for nothing when none is: an idle session with heartbeats and idle
+// timeouts off costs no timer at all, and an active one wakes once per deadline period, not per
+// message. Input does not re-arm it: when it fires, on_tick() re-checks with the current times
+// and re-arms for the next deadline. A deadline that starts later and may come first (a partial
+// frame, a write) re-arms it only when it is due before the armed expiry (deadline_started()).
+
+session::clock::time_point session::next_deadline() {
+    const registry_options& o = core_->options();
+    using ms = std::chrono::milliseconds;
+    auto due = clock::time_point::max();
+    auto take = [&due](clock::time_point t) { due = std::min(due, t); };
+    if (!handshaken()) {
+        take(created_ + ms(o.handshake_timeout_ms));
+    }
+    if (frame_started_ != clock::time_point{}) {
+        take(frame_started_ + ms(o.frame_timeout_ms));
+    }
+    {
+        std::lock_guard lk(out_mu_);
+        if (write_started_ != clock::time_point{}) {
+            take(write_started_ + ms(o.write_deadline_ms));
+        }
+    }
+    if (const auto idle = core_->hot().idle_timeout_ms.load(std::memory_order_relaxed); idle != 0) {
+        take(last_input_ + ms(idle));
+    }
+    if (heartbeat_.count() != 0) {
+        take(last_input_ + heartbeat_ * (outstanding_pings_ + 1));
+    }
+    return due;
+}
+
 void session::arm_tick() {
-    tick_.expires_after(tick_period);
+    // Closing sessions use tick_ for their linger: never touch it then.
+    if (closed_ || closing_.load(std::memory_order_relaxed)) {
+        return;
+    }
+    const auto due = next_deadline();
+    if (due == clock::time_point::max()) {
+        if (armed_ != clock::time_point::max()) {
+            tick_.cancel();
+            armed_ = clock::time_point::max();
+        }
+        return;
+    }
+    armed_ = due;
+    tick_.expires_at(due);  // cancels a wait armed for later; its handler sees operation_aborted
     tick_.async_wait([self = shared_from_this()](std::error_code ec) {
         if (!ec) {
             self->on_tick();
@@ -297,24 +346,32 @@ void session::arm_tick() {
     });
 }
 
+void session::deadline_started(clock::time_point due) {
+    if (due < armed_) {
+        arm_tick();
+    }
+}
+
 void session::on_tick() {
+    armed_ = clock::time_point::max();
+    core_->stats().timer_wakes.fetch_add(1, std::memory_order_relaxed);
     if (closed_) {
         return;
     }
     const registry_options& o = core_->options();
     const auto now = clock::now();
     using ms = std::chrono::milliseconds;
-    if (!handshaken() && now - created_ > ms(o.handshake_timeout_ms)) {
+    if (!handshaken() && now - created_ >= ms(o.handshake_timeout_ms)) {
         do_close(close_reason::handshake_timeout);
         return;
     }
-    if (frame_started_ != clock::time_point{} && now - frame_started_ > ms(o.frame_timeout_ms)) {
+    if (frame_started_ != clock::time_point{} && now - frame_started_ >= ms(o.frame_timeout_ms)) {
         do_close(close_reason::frame_timeout);
         return;
     }
     {
         std::lock_guard lk(out_mu_);
-        if (write_started_ != clock::time_point{} && now - write_started_ > ms(o.write_deadline_ms)) {
+        if (write_started_ != clock::time_point{} && now - write_started_ >= ms(o.write_deadline_ms)) {
             // The client does not read: its socket buffer is full and our write cannot finish.
             write_started_ = {};
             flush_then_close_ = true;
@@ -325,11 +382,11 @@ void session::on_tick() {
         return;
     }
     if (const auto idle = core_->hot().idle_timeout_ms.load(std::memory_order_relaxed);
-        idle != 0 && now - last_input_ > ms(idle)) {
+        idle != 0 && now - last_input_ >= ms(idle)) {
         do_close(close_reason::idle_timeout);
         return;
     }
-    if (heartbeat_.count() != 0 && now - last_input_ > heartbeat_ * (outstanding_pings_ + 1)) {
+    if (heartbeat_.count() != 0 && now - last_input_ >= heartbeat_ * (outstanding_pings_ + 1)) {
         if (outstanding_pings_ >= o.max_outstanding_pings) {
             do_close(close_reason::heartbeat_timeout);
             return;

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <map>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
@@ -315,4 +316,43 @@ TEST_CASE("STATS: the +STATS body is exactly the fields of PROTOCOL.md section 4
     CHECK(reasons == all_reasons);
     CHECK(j["sessions"] == 1);
     CHECK(j["handshakes"] == 1);
+}
+
+TEST_CASE("idle sessions cost no timer: a session wakes only for a deadline that is running") {
+    auto cfg = test_config();
+    cfg.heartbeat_ms = 0;
+    cfg.idle_timeout_ms = 0;
+    test_server s(cfg);
+    std::vector<client> idle;
+    for (int i = 0; i < 50; ++i) {
+        idle.push_back(s.connect_hello());
+    }
+    const auto wakes0 = s.stats().timer_wakes.load();
+    std::this_thread::sleep_for(scaled(600ms));
+    // The old 250 ms tick woke each of the 50 sessions twice or more here; now none wakes.
+    CHECK(s.stats().timer_wakes.load() == wakes0);
+
+    // A new idle timeout on SIGHUP re-arms every session, though none had a deadline running.
+    cfg.idle_timeout_ms = 200;
+    s.get().reload(cfg);
+    for (auto& c : idle) {
+        frame last;
+        CHECK(c.wait_closed(scaled(3000ms), &last));
+    }
+    CHECK(s.closed(srv::close_reason::idle_timeout) == 50);
+
+    // With heartbeats on, an idle session wakes about once per heartbeat, not four times a second.
+    auto hb = test_config();
+    hb.heartbeat_ms = 300;
+    test_server h(hb);
+    client c = h.connect_hello();
+    const auto w0 = h.stats().timer_wakes.load();
+    for (int i = 0; i < 4; ++i) {
+        auto f = c.next(scaled(2000ms));
+        REQUIRE(f.what == kind::ping);  // answered: the session stays alive
+        c.send_raw("PONG\r\n");
+    }
+    const auto w = h.stats().timer_wakes.load() - w0;
+    CHECK(w >= 4);
+    CHECK(w <= 12);  // a wake per heartbeat, a few more for the writes' deadlines
 }

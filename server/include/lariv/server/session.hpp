@@ -99,7 +99,11 @@ private:
 
     void reply(std::string_view frame);
     void reply_error(protocol::error_code code, std::string_view text);
+    /// (Re)arms tick_ for the earliest running deadline, or for nothing. Strand only.
     void arm_tick();
+    /// A deadline due at `due` began: re-arm if it comes before the armed expiry. Strand only.
+    void deadline_started(clock::time_point due);
+    [[nodiscard]] clock::time_point next_deadline();
     void on_tick();
     deliver_result enqueue(std::string_view a, std::string_view b, std::string_view c, bool own);
     void do_write();
@@ -125,6 +129,7 @@ private:
     bool verbose_ = false;
     clock::time_point last_input_;
     clock::time_point frame_started_{};  // when the decoder began holding a partial frame
+    clock::time_point armed_ = clock::time_point::max();  // tick_'s deadline expiry; max = none
     unsigned outstanding_pings_ = 0;
     std::chrono::milliseconds heartbeat_{0};
     double tokens_ = 0;  // rate limit bucket

@@ -54,6 +54,9 @@ struct registry_stats {
     std::atomic<std::uint64_t> host_errors{0};     ///< hooks that threw
     std::atomic<std::uint64_t> auth_failures{0};   ///< HELLOs refused for their auth token
     std::atomic<std::uint64_t> refused_per_ip{0};  ///< refused at max_sessions_per_ip
+    /// Session deadline-timer wakes (not in STATS: a test and profiling aid; one per deadline
+    /// period per session, never per message).
+    std::atomic<std::uint64_t> timer_wakes{0};
     std::atomic<std::uint64_t> tls_handshakes{0};          ///< TLS handshakes completed (larivd's TLS listener)
     std::atomic<std::uint64_t> tls_handshake_failures{0};  ///< TLS handshakes failed or timed out
     std::array<std::atomic<std::uint64_t>, close_reason_count> closed{};
