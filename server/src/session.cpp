@@ -217,7 +217,10 @@ deliver_result session::enqueue(std::string_view a, std::string_view b, std::str
         }
     }
     if (overflow) {
-        if (core_->options().slow_consumer == slow_consumer_policy::disconnect) {
+        // `drop` drops routed messages; a reply to the session's own command is never dropped
+        // (every SEND the server reads is answered): a client that does not read its own
+        // replies is a slow consumer under either policy.
+        if (own || core_->options().slow_consumer == slow_consumer_policy::disconnect) {
             close(close_reason::slow_consumer);
         }
         return deliver_result::queue_full;

@@ -356,3 +356,46 @@ TEST_CASE("idle sessions cost no timer: a session wakes only for a deadline that
     CHECK(w >= 4);
     CHECK(w <= 12);  // a wake per heartbeat, a few more for the writes' deadlines
 }
+
+TEST_CASE("slow_consumer drop: replies to the session's own SENDs are never dropped - it is disconnected instead") {
+    // Found by the client library's review: with `drop`, a session's own ACKs went through the
+    // capped queue and were dropped silently at the cap, so tokened SENDs went unanswered while
+    // the session carried on. Now the answers the client gets are a gap-free prefix, then a close.
+    auto cfg = test_config();
+    cfg.slow_consumer = srv::slow_consumer_policy::drop;
+    cfg.limits.max_payload = 1024;
+    cfg.max_queue_bytes = 8192;
+    cfg.write_deadline_ms = 60000;
+    cfg.heartbeat_ms = 0;
+    test_server s(cfg);
+    client c(s.port(), 4096);  // a small window: the server's writes back up quickly
+    REQUIRE(c.hello());
+    const proto::session_id nobody{c.id().hi, 0x1234};
+    std::string batch;
+    for (int i = 0; i < 2000; ++i) {
+        client::append_send(batch, nobody, "x", "t" + std::to_string(i));
+    }
+    int sent_batches = 0;
+    for (; sent_batches < 200; ++sent_batches) {  // up to 400,000 SENDs, never reading
+        if (c.send_some(batch) <= 0 && s.closed(srv::close_reason::slow_consumer) > 0) {
+            break;
+        }
+        if (s.closed(srv::close_reason::slow_consumer) > 0) {
+            break;
+        }
+    }
+    REQUIRE(eventually([&] { return s.closed(srv::close_reason::slow_consumer) == 1; }, scaled(5000ms)));
+    int expect = 0;
+    bool gap = false;
+    for (;;) {
+        auto f = c.next(scaled(2000ms));
+        if (f.what == kind::ack) {
+            gap = gap || f.token != "t" + std::to_string(expect % 2000);
+            ++expect;
+        } else if (f.what != kind::err) {
+            break;  // closed (or a timeout)
+        }
+    }
+    CHECK_FALSE(gap);
+    CHECK(expect > 0);
+}
