@@ -1,0 +1,13 @@
+// Test runner for the client tests: doctest's main, with spdlog quietened.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);
+    spdlog::set_level(spdlog::level::warn);
+    doctest::Context ctx(argc, argv);
+    return ctx.run();
+}
