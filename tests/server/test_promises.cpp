@@ -322,12 +322,17 @@ TEST_CASE("idle sessions cost no timer: a session wakes only for a deadline that
     auto cfg = test_config();
     cfg.heartbeat_ms = 0;
     cfg.idle_timeout_ms = 0;
+    cfg.write_deadline_ms = 50;  // the +HELLO write's deadline wakes each session once, early
     test_server s(cfg);
     std::vector<client> idle;
     for (int i = 0; i < 50; ++i) {
         idle.push_back(s.connect_hello());
     }
+    // Let those wakes pass (one per session at most): from then on nothing is running.
+    REQUIRE(eventually([&] { return s.stats().timer_wakes.load() >= 50; }, scaled(2000ms)));
+    std::this_thread::sleep_for(scaled(100ms));
     const auto wakes0 = s.stats().timer_wakes.load();
+    CHECK(wakes0 <= 50);
     std::this_thread::sleep_for(scaled(600ms));
     // The old 250 ms tick woke each of the 50 sessions twice or more here; now none wakes.
     CHECK(s.stats().timer_wakes.load() == wakes0);
