@@ -26,12 +26,15 @@ void listener::start() {
     asio::post(strand_, [self = shared_from_this()] { self->do_accept(); });
 }
 
-void listener::stop() {
-    asio::post(strand_, [self = shared_from_this()] {
+void listener::stop(std::function<void()> then) {
+    asio::post(strand_, [self = shared_from_this(), then = std::move(then)] {
         self->stopped_ = true;
         std::error_code ec;
         self->acceptor_.close(ec);
         self->backoff_timer_.cancel();
+        if (then) {
+            then();
+        }
     });
 }
 

@@ -167,9 +167,23 @@ void server::shutdown_then_stop(std::chrono::milliseconds grace) {
         if (monitor_) {
             monitor_->stop();
         }
-        stopped_.store(true);
-        work_.reset();
-        io_.stop();
+        // Stop the io_context only once both acceptors are closed: their close was posted to
+        // their strands above, but a drain that ends within milliseconds could otherwise stop
+        // the threads first and leave a listening socket whose new connections nobody answers
+        // until ~server.
+        std::function<void()> finish = [this] {
+            stopped_.store(true);
+            work_.reset();
+            io_.stop();
+        };
+        if (tls_listener_) {
+            finish = [l = tls_listener_, finish] { l->stop(finish); };
+        }
+        if (listener_) {
+            listener_->stop(std::move(finish));
+        } else {
+            finish();
+        }
     });
 }
 

@@ -54,7 +54,7 @@ public:
     explicit embed_host(srv::registry_options o = lib_options(), srv::hooks h = {}, unsigned threads = 2)
         : work_(asio::make_work_guard(io_))
         , reg_(std::make_unique<srv::registry>(io_.get_executor(), o, std::move(h)))
-        , acceptor_(io_, asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {
+        , acceptor_(strand_, asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {
         port_ = acceptor_.local_endpoint().port();
         accept();
         for (unsigned i = 0; i < threads; ++i) {
@@ -78,7 +78,7 @@ public:
             return;
         }
         std::promise<void> done;
-        asio::post(io_, [&] {
+        asio::post(strand_, [&] {  // the acceptor's strand: never at once with accept()'s handler
             std::error_code ec;
             acceptor_.close(ec);
             done.set_value();
@@ -108,7 +108,9 @@ public:
 
 private:
     void accept() {
-        acceptor_.async_accept([this](std::error_code ec, asio::ip::tcp::socket s) {
+        // The socket goes onto the io_context's executor (registry::adopt wraps it in a strand of
+        // its own); the handler runs on the acceptor's strand.
+        acceptor_.async_accept(io_, [this](std::error_code ec, asio::ip::tcp::socket s) {
             if (ec) {
                 return;
             }
@@ -120,6 +122,7 @@ private:
     asio::io_context io_;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
     std::unique_ptr<srv::registry> reg_;
+    asio::strand<asio::io_context::executor_type> strand_{asio::make_strand(io_)};
     asio::ip::tcp::acceptor acceptor_;
     std::atomic<bool> accepting_{true};
     std::uint16_t port_ = 0;

@@ -26,8 +26,10 @@ public:
     listener(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, on_accept_fn f,
              options o, std::function<void()> on_error = {});
     void start();
-    /// Closes the acceptor; pending accepts end. Thread-safe.
-    void stop();
+    /// Closes the acceptor; pending accepts end. Thread-safe. `then`, if given, runs on the
+    /// listener's strand once the acceptor is closed (the listener's strand is FIFO, so it also
+    /// runs after any stop() posted earlier).
+    void stop(std::function<void()> then = {});
     [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
 
 private:
