@@ -221,14 +221,13 @@ const entry* find_entry(std::string_view key) {
     throw config_error(m);
 }
 
-/// Checks a value against its key's range and stores it.
-void store_integer(registry_options& o, const entry& e, std::uint64_t v, std::string_view source) {
+/// Checks a value against its key's range (throws config_error naming key, source, range).
+void check_integer(const entry& e, std::uint64_t v, std::string_view source) {
     if (v < e.s.min || v > e.s.max) {
         fail(e.s, source, std::to_string(v), "out of range");
     }
-    e.a.set_int(o, v);
 }
-void store_text(registry_options& o, const entry& e, std::string v, std::string_view source) {
+void check_text(const entry& e, const std::string& v, std::string_view source) {
     if (e.s.type == K::choice) {
         bool ok = false;
         for (auto w : e.s.choices) {
@@ -240,7 +239,28 @@ void store_text(registry_options& o, const entry& e, std::string v, std::string_
     } else if (v.size() < e.s.min || v.size() > e.s.max) {
         fail(e.s, source, "\"" + v + "\"", "wrong length");
     }
+}
+void store_integer(registry_options& o, const entry& e, std::uint64_t v, std::string_view source) {
+    check_integer(e, v, source);
+    e.a.set_int(o, v);
+}
+void store_text(registry_options& o, const entry& e, std::string v, std::string_view source) {
+    check_text(e, v, source);
     e.a.set_text(o, std::move(v));
+}
+/// validate(): every key of one side (the registry's, or larivd's own) in range. `o` must be a
+/// config when `daemon` is true.
+void check_keys(const registry_options& o, bool daemon) {
+    for (const auto& e : table()) {
+        if (e.s.daemon != daemon) {
+            continue;
+        }
+        if (e.s.type == K::integer) {
+            check_integer(e, e.a.get_int(o), "");
+        } else {
+            check_text(e, e.a.get_text(o), "");
+        }
+    }
 }
 
 void merge_value(config& c, const entry& e, const nlohmann::json& v, std::string_view source) {
@@ -347,21 +367,7 @@ void set_from_text(config& c, std::string_view key, std::string_view text, std::
 // ------------------------------------------------------------------------------------ validate
 
 void registry_options::validate() const {
-    for (const auto& e : table()) {
-        if (e.s.daemon) {
-            continue;  // config::validate() checks larivd's own keys
-        }
-        if (e.s.type == K::integer) {
-            const auto v = e.a.get_int(*this);
-            if (v < e.s.min || v > e.s.max) {
-                fail(e.s, "", std::to_string(v), "out of range");
-            }
-        } else {
-            // store_text() on a copy: the same word and length checks, nothing stored here.
-            registry_options copy = *this;
-            store_text(copy, e, e.a.get_text(*this), "");
-        }
-    }
+    check_keys(*this, false);  // config::validate() checks larivd's own keys
     // Keys that must fit together.
     if (max_queue_bytes < limits.max_msg_frame()) {
         throw config_error("config: max_queue_bytes = " + std::to_string(max_queue_bytes) +
@@ -374,20 +380,7 @@ void registry_options::validate() const {
 
 void config::validate() const {
     registry_options::validate();
-    for (const auto& e : table()) {
-        if (!e.s.daemon) {
-            continue;
-        }
-        if (e.s.type == K::integer) {
-            const auto v = e.a.get_int(*this);
-            if (v < e.s.min || v > e.s.max) {
-                fail(e.s, "", std::to_string(v), "out of range");
-            }
-        } else {
-            config copy = *this;
-            store_text(copy, e, e.a.get_text(*this), "");
-        }
-    }
+    check_keys(*this, true);
     if (accept_backoff_max_ms < accept_backoff_min_ms) {
         throw config_error("config: accept_backoff_max_ms must be >= accept_backoff_min_ms");
     }

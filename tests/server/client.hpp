@@ -177,45 +177,10 @@ public:
 
     /// Connects to 127.0.0.1:port. `rcvbuf` > 0 sets SO_RCVBUF first (a small window makes a
     /// client that does not read look slow to the server quickly). Returns false on failure.
-    bool try_connect(std::uint16_t port, int rcvbuf = 0) {
-        close();
-        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd_ < 0) {
-            return false;
-        }
-        if (rcvbuf > 0) {
-            ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-        }
-        int one = 1;
-        ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(port);
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        return finish_connect(::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
-    }
+    bool try_connect(std::uint16_t port, int rcvbuf = 0) { return connect_tcp(port, rcvbuf, nullptr); }
     /// Connects to 127.0.0.1:port from the local address `from` (e.g. "127.0.0.2": another
     /// loopback address, so the server sees another peer IP). Returns false on failure.
-    bool try_connect_from(std::uint16_t port, const char* from) {
-        close();
-        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd_ < 0) {
-            return false;
-        }
-        sockaddr_in local{};
-        local.sin_family = AF_INET;
-        ::inet_pton(AF_INET, from, &local.sin_addr);
-        if (::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
-            ::close(fd_);
-            fd_ = -1;
-            return false;
-        }
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(port);
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        return finish_connect(::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
-    }
+    bool try_connect_from(std::uint16_t port, const char* from) { return connect_tcp(port, 0, from); }
     /// Connects to the Unix stream socket at `path`. Returns false on failure.
     bool try_connect_unix(const std::string& path) {
         close();
@@ -226,6 +191,34 @@ public:
         sockaddr_un sa{};
         sa.sun_family = AF_UNIX;
         std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+        return finish_connect(::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
+    }
+    /// A TCP connection to 127.0.0.1:port, bound first to `from` when given.
+    bool connect_tcp(std::uint16_t port, int rcvbuf, const char* from) {
+        close();
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd_ < 0) {
+            return false;
+        }
+        if (rcvbuf > 0) {
+            ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+        }
+        int one = 1;
+        ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (from != nullptr) {
+            sockaddr_in local{};
+            local.sin_family = AF_INET;
+            ::inet_pton(AF_INET, from, &local.sin_addr);
+            if (::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+                ::close(fd_);
+                fd_ = -1;
+                return false;
+            }
+        }
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(port);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         return finish_connect(::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
     }
     /// After connect(2) returned `rc`: a fresh decoder on success, no descriptor on failure.

@@ -1,4 +1,5 @@
-// Test runner for the server integration tests: doctest's main, with spdlog quietened.
+// Test runner for the server and client integration tests (tests/server, tests/client):
+// doctest's main, with SIGPIPE ignored and spdlog quietened.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 #include <spdlog/spdlog.h>

@@ -17,6 +17,8 @@
 #include <string>
 #include <thread>
 
+#include <doctest/doctest.h>
+
 #include "client.hpp"
 #include "lariv/server/config.hpp"
 #include "lariv/server/registry.hpp"
@@ -84,6 +86,27 @@ public:
 private:
     std::unique_ptr<srv::server> s_;
 };
+
+/// Sends `rounds` batches of 16 tokened 32 KiB SENDs from `tx` to `to`, reading each batch's
+/// ACKs; returns how many were acked ok. With a receiver that does not read, megabytes stay
+/// queued in its session (the drain tests).
+inline int queue_for(client& tx, proto::session_id to, int rounds) {
+    const std::string payload(32 * 1024, 'q');
+    int acked = 0;
+    for (int round = 0; round < rounds; ++round) {
+        std::string out;
+        for (int k = 0; k < 16; ++k) {
+            client::append_send(out, to, payload, "q" + std::to_string(round * 16 + k));
+        }
+        REQUIRE(tx.send_raw(out));
+        for (int k = 0; k < 16; ++k) {
+            auto f = tx.next_skip_ping(scaled(2000ms));
+            REQUIRE_MESSAGE(f.what == frame::kind::ack, f.describe());
+            acked += f.ack_error ? 0 : 1;
+        }
+    }
+    return acked;
+}
 
 /// Polls `pred` every 5 ms until it holds or `timeout` passes; returns its last value.
 inline bool eventually(const std::function<bool()>& pred, ms timeout) {

@@ -331,20 +331,7 @@ TEST_CASE("drain: acked messages queued for a late reader are delivered (regress
     client rx(s.port(), 4096);
     REQUIRE(rx.hello());
     client tx = s.connect_hello();
-    const std::string payload(32 * 1024, 'q');
-    int acked = 0;
-    for (int round = 0; round < 16; ++round) {
-        std::string out;
-        for (int k = 0; k < 16; ++k) {
-            client::append_send(out, rx.id(), payload, "q" + std::to_string(round * 16 + k));
-        }
-        REQUIRE(tx.send_raw(out));
-        for (int k = 0; k < 16; ++k) {
-            auto f = tx.next_skip_ping(scaled(2000ms));
-            REQUIRE_MESSAGE(f.what == kind::ack, f.describe());
-            acked += f.ack_error ? 0 : 1;
-        }
-    }
+    const int acked = queue_for(tx, rx.id(), 16);
     REQUIRE(acked == 256);
     auto sess = s.reg().find(rx.id());
     REQUIRE(sess);
