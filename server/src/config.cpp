@@ -150,6 +150,8 @@ const std::vector<entry>& table() {
                     "Sessions per remote IP address, 0 = no limit"),
             integer("registry_buffer", 1, 16'777'216, reg_int<&R::registry_buffer>(),
                     "Lariv slots per buffer"),
+            integer("max_closed_sessions", 0, 1'000'000, reg_int<&R::max_closed_sessions>(),
+                    "Recently closed sessions kept for /connz?state=closed, 0 = none"),
             // Protocol limits
             integer("max_line", 128, mib, lim_int<&L::max_line>(), "Longest control line in bytes", lim),
             integer("max_payload", 1, 256 * mib, lim_int<&L::max_payload>(),
@@ -415,6 +417,20 @@ unsigned config::effective_threads() const {
 }
 
 // ---------------------------------------------------------------------------------------- JSON
+
+/// Keys whose values are secrets: redacted_json() hides them.
+constexpr std::array<std::string_view, 2> secret_keys{"auth_token", "admin_token"};
+
+nlohmann::json redacted_json(const config& c) {
+    nlohmann::json j = c;
+    for (const std::string_view k : secret_keys) {
+        auto it = j.find(k);
+        if (it != j.end() && it->is_string() && !it->get_ref<const std::string&>().empty()) {
+            *it = "<redacted>";
+        }
+    }
+    return j;
+}
 
 void to_json(nlohmann::json& j, const config& c) {
     j = nlohmann::json::object();

@@ -1,6 +1,13 @@
 #include "lariv/server/monitor.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <charconv>
 #include <functional>
 #include <initializer_list>
@@ -23,6 +30,13 @@
 
 #include "lariv/server/listener.hpp"
 #include "lariv/server/session.hpp"
+
+#ifndef LARIV_REVISION
+#define LARIV_REVISION "unknown"
+#endif
+#ifndef LARIV_VERSION
+#define LARIV_VERSION "unknown"
+#endif
 
 namespace lariv::server {
 
@@ -128,10 +142,135 @@ std::uint64_t number_param(const query_params& q,
     return v;
 }
 
-void metric(std::ostringstream& o, const char* name, const char* type, const char* help,
-            std::uint64_t v) {
+/// A double as Prometheus reads it: the shortest text that round-trips (never "1.79614e+09").
+template <class T>
+std::string num(T v) {
+    if constexpr (std::is_floating_point_v<T>) {
+        char buf[32];
+        const auto r = std::to_chars(buf, buf + sizeof buf, v);
+        return std::string(buf, r.ptr);
+    } else {
+        return std::to_string(v);
+    }
+}
+
+template <class T>
+void metric(std::ostringstream& o, const char* name, const char* type, const char* help, T v) {
     o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
-      << name << ' ' << v << '\n';
+      << name << ' ' << num(v) << '\n';
+}
+
+/// A Prometheus histogram (cumulative buckets in seconds, _sum, _count) from a striped one.
+void histogram(std::ostringstream& o, const char* name, const char* help,
+               const detail::latency_histogram& h) {
+    const auto snap = h.snapshot();
+    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " histogram\n";
+    std::uint64_t cumulative = 0;
+    for (std::size_t b = 0; b < detail::latency_histogram::bounds; ++b) {
+        cumulative += snap.buckets[b];
+        o << name << "_bucket{le=\"" << num(static_cast<double>(detail::latency_histogram::bound_ns[b]) / 1e9)
+          << "\"} " << cumulative << '\n';
+    }
+    cumulative += snap.buckets[detail::latency_histogram::bounds];
+    o << name << "_bucket{le=\"+Inf\"} " << cumulative << '\n'
+      << name << "_sum " << num(static_cast<double>(snap.sum_ns) / 1e9) << '\n'
+      << name << "_count " << cumulative << '\n';
+}
+
+/// What the process costs, from /proc/self (Linux) and getrusage/getrlimit.
+struct process_figures {
+    double cpu_seconds = 0;        ///< user + system
+    std::uint64_t rss_bytes = 0;   ///< resident set
+    std::uint64_t vm_bytes = 0;    ///< virtual size
+    std::uint64_t open_fds = 0;
+    std::uint64_t max_fds = 0;     ///< RLIMIT_NOFILE soft limit
+    double start_time = 0;         ///< Unix time, seconds
+};
+
+process_figures read_process() {
+    process_figures p;
+    rusage ru{};
+    if (::getrusage(RUSAGE_SELF, &ru) == 0) {
+        p.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                        static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    }
+    const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    if (std::ifstream statm("/proc/self/statm"); statm) {
+        std::uint64_t size = 0;
+        std::uint64_t resident = 0;
+        statm >> size >> resident;
+        p.vm_bytes = size * page;
+        p.rss_bytes = resident * page;
+    }
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        ++p.open_fds;
+    }
+    if (p.open_fds > 0) {
+        --p.open_fds;  // the iterator's own descriptor
+    }
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        p.max_fds = rl.rlim_cur;
+    }
+    // Start: /proc/self/stat field 22 (clock ticks since boot) + /proc/stat's btime.
+    std::uint64_t btime = 0;
+    if (std::ifstream st("/proc/stat"); st) {
+        std::string key;
+        while (st >> key) {
+            if (key == "btime") {
+                st >> btime;
+                break;
+            }
+            st.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+        }
+    }
+    if (std::ifstream self("/proc/self/stat"); self && btime != 0) {
+        std::string line;
+        std::getline(self, line);
+        // The command name (field 2) may hold spaces: count fields after its closing ')'.
+        std::istringstream rest(line.substr(line.rfind(')') + 2));
+        std::string field;
+        for (int f = 3; f <= 22 && rest >> field; ++f) {
+            if (f == 22) {
+                p.start_time = static_cast<double>(btime) +
+                               static_cast<double>(std::stoull(field)) /
+                                   static_cast<double>(::sysconf(_SC_CLK_TCK));
+            }
+        }
+    }
+    return p;
+}
+
+std::string iso_time(std::int64_t unix_ms) {
+    const std::time_t t = unix_ms / 1000;
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char buf[40];
+    const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    return std::string(buf, n) + '.' + std::to_string(1000 + unix_ms % 1000).substr(1) + 'Z';
+}
+
+std::int64_t unix_ms_now() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+/// A /connz entry: INFO's fields and the transport's (remote, bytes, idle time, round trip).
+nlohmann::json conn_json(const protocol::session_info& i, const std::string& remote,
+                         const session_base::connection_stats& c, bool host) {
+    nlohmann::json j = i;
+    j["kind"] = host ? "host" : "lariv";
+    j["remote"] = remote;
+    if (!host) {
+        j["bytes_in"] = c.bytes_in;
+        j["bytes_out"] = c.bytes_out;
+        j["idle_ms"] = c.idle_ms;
+        j["rtt_us"] = c.rtt_us >= 0 ? nlohmann::json(c.rtt_us) : nlohmann::json(nullptr);
+    }
+    return j;
 }
 
 }  // namespace
@@ -140,12 +279,14 @@ void metric(std::ostringstream& o, const char* name, const char* type, const cha
 /// connection count while it lives.
 class http_conn : public std::enable_shared_from_this<http_conn> {
 public:
-    http_conn(asio::ip::tcp::socket s, registry& reg, std::shared_ptr<monitor::conn_count> count)
+    http_conn(asio::ip::tcp::socket s, registry& reg, std::shared_ptr<monitor::conn_count> count,
+              std::shared_ptr<const nlohmann::json> config)
         : strand_(asio::make_strand(s.get_executor()))
         , socket_(std::move(s))
         , timer_(strand_)
         , reg_(reg)
         , count_(std::move(count))
+        , config_(std::move(config))
         , buf_(max_request) {}
     ~http_conn() { count_->open.fetch_sub(1, std::memory_order_relaxed); }
     http_conn(const http_conn&) = delete;
@@ -201,7 +342,7 @@ private:
             if (method != "GET" && !head) {
                 r = {405, "text/plain", "only GET and HEAD\n"};
             } else {
-                r = monitor::handle(reg_, target);
+                r = monitor::handle(reg_, target, *config_);
             }
         }
         respond(r, head);
@@ -234,6 +375,7 @@ private:
     asio::steady_timer timer_;
     registry& reg_;
     std::shared_ptr<monitor::conn_count> count_;
+    std::shared_ptr<const nlohmann::json> config_;
     asio::streambuf buf_;
     std::string out_;
     bool stopped_ = false;
@@ -244,6 +386,7 @@ monitor::monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, re
     : ex_(ex)
     , reg_(reg)
     , count_(std::make_shared<conn_count>())
+    , config_(std::make_shared<const nlohmann::json>())
     , max_connections_(max_connections) {
     listener_ = std::make_shared<listener>(
         ex, ep,
@@ -253,7 +396,7 @@ monitor::monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, re
             if (over) {
                 count_->refused.fetch_add(1, std::memory_order_relaxed);
             }
-            auto c = std::make_shared<http_conn>(std::move(s), reg_, count_);
+            auto c = std::make_shared<http_conn>(std::move(s), reg_, count_, config_);
             {
                 std::lock_guard lk(conns_mu_);
                 std::erase_if(conns_, [](const std::weak_ptr<http_conn>& w) { return w.expired(); });
@@ -282,7 +425,7 @@ std::uint16_t monitor::port() const noexcept { return listener_->port(); }
 namespace {
 
 /// monitor::handle's routing; throws bad_request for a malformed request.
-monitor::response answer(registry& reg, std::string_view target) {
+monitor::response answer(registry& reg, std::string_view target, const nlohmann::json& config) {
     const std::size_t q = target.find('?');
     const std::string path = percent_decode(target.substr(0, q), false);
     const auto query = parse_query(q == std::string_view::npos ? "" : target.substr(q + 1));
@@ -334,82 +477,196 @@ monitor::response answer(registry& reg, std::string_view target) {
         metric(o, "lariv_registry_buffers", "gauge", "Lariv buffers linked.", reg.lariv_buffers());
         metric(o, "lariv_registry_capacity", "gauge", "Lariv slots in all buffers.", reg.lariv_capacity());
         metric(o, "lariv_draining", "gauge", "1 while draining.", reg.draining() ? 1 : 0);
+        histogram(o, "lariv_handshake_duration_seconds", "Accept to HELLO accepted.",
+                  s.handshake_latency);
+        histogram(o, "lariv_route_latency_seconds",
+                  "SEND decoded to its MSG queued at the target (one SEND in 16 per session).",
+                  s.route_latency);
+        histogram(o, "lariv_write_duration_seconds", "One socket write, start to completion.",
+                  s.write_latency);
+        o << "# HELP lariv_build_info The running build.\n# TYPE lariv_build_info gauge\n"
+          << "lariv_build_info{version=\"" << LARIV_VERSION << "\",revision=\"" << LARIV_REVISION
+          << "\"} 1\n";
+        const process_figures p = read_process();
+        metric(o, "process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.",
+               p.cpu_seconds);
+        metric(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.rss_bytes);
+        metric(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", p.vm_bytes);
+        metric(o, "process_open_fds", "gauge", "Number of open file descriptors.", p.open_fds);
+        metric(o, "process_max_fds", "gauge", "Maximum number of open file descriptors.", p.max_fds);
+        metric(o, "process_start_time_seconds", "gauge",
+               "Start time of the process since unix epoch in seconds.", p.start_time);
         return {200, "text/plain; version=0.0.4", o.str()};
     }
     if (path == "/connz") {
-        allow_only(query, path, {"limit", "after", "sort", "offset", "name"});
+        allow_only(query, path, {"limit", "after", "sort", "offset", "name", "state"});
         std::uint64_t limit = number_param(query, "limit", 1, 10000, 100);
         const std::uint64_t offset =
             number_param(query, "offset", 0, std::numeric_limits<std::uint32_t>::max(), 0);
         const bool sorted = query.contains("sort");
-        if (query.contains("offset") && !sorted) {
-            throw bad_request("offset applies only with sort=; page the slot order with after=");
+        std::string state = "open";
+        if (auto st = query.find("state"); st != query.end()) {
+            state = st->second;
+            if (state != "open" && state != "closed") {
+                throw bad_request("state must be open or closed");
+            }
         }
-        if (query.contains("after") && sorted) {
-            throw bad_request("after applies only without sort=; page a sorted list with offset=");
+        const bool closed = state == "closed";
+        if (query.contains("offset") && !sorted && !closed) {
+            throw bad_request("offset applies only with sort= or state=closed; page the slot order with after=");
+        }
+        if (query.contains("after") && (sorted || closed)) {
+            throw bad_request("after applies only to open sessions without sort=; page with offset=");
         }
         // name=<text>: only sessions whose HELLO name contains the text (as nats-server's
-        // /connz filters); the filter applies to both the paged and the sorted form.
-        std::function<bool(const session_base&)> keep;
-        if (auto nm = query.find("name"); nm != query.end() && !nm->second.empty()) {
-            keep = [want = nm->second](const session_base& s) {
-                return s.info().name.find(want) != std::string::npos;
-            };
+        // /connz filters); the filter applies to every form.
+        std::string want;
+        if (auto nm = query.find("name"); nm != query.end()) {
+            want = nm->second;
         }
+        auto name_ok = [&](const std::string& n) { return want.empty() || n.find(want) != std::string::npos; };
         nlohmann::json j;
         j["now_sessions"] = reg.size();
-        if (auto srt = query.find("sort"); srt != query.end()) {
-            const std::string key = srt->second;
-            if (key != "age" && key != "msgs_in" && key != "msgs_out" && key != "queued") {
-                return {400, "text/plain", "sort must be age, msgs_in, msgs_out or queued\n"};
+        j["state"] = state;
+        if (closed) {
+            if (auto srt = query.find("sort"); srt != query.end()) {
+                throw bad_request("state=closed lists the newest first; it takes no sort=");
             }
-            std::vector<protocol::session_info> all;
+            const auto& ring = reg.recently_closed();
+            nlohmann::json arr = nlohmann::json::array();
+            std::uint64_t total = 0;
+            for (const detail::closed_session& c : ring.snapshot()) {
+                if (!name_ok(c.info.name)) {
+                    continue;
+                }
+                if (total++ < offset || arr.size() >= limit) {
+                    continue;
+                }
+                nlohmann::json e = conn_json(c.info, c.remote, c.conn, c.host);
+                e["reason"] = to_string(c.reason);
+                e["duration_ms"] = c.info.age_ms;
+                e["closed_at"] = iso_time(c.closed_at_ms);
+                arr.push_back(std::move(e));
+            }
+            j["total"] = total;
+            j["offset"] = offset;
+            j["kept"] = ring.capacity();
+            j["closed_total"] = ring.total();
+            j["sessions"] = std::move(arr);
+        } else if (auto srt = query.find("sort"); srt != query.end()) {
+            const std::string key = srt->second;
+            static constexpr std::array<std::string_view, 7> keys{
+                "age", "msgs_in", "msgs_out", "queued", "bytes_in", "bytes_out", "idle"};
+            if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+                throw bad_request("sort must be age, msgs_in, msgs_out, queued, bytes_in, bytes_out or idle");
+            }
+            struct row {
+                nlohmann::json j;
+                std::uint64_t v;
+            };
+            std::vector<row> all;
             reg.for_each([&](session_base& s) {
-                if (s.routable() && (!keep || keep(s))) {
-                    all.push_back(s.info());
+                if (s.routable() && name_ok(s.info().name)) {
+                    const protocol::session_info i = s.info();
+                    const session_base::connection_stats c = s.connection();
+                    const std::uint64_t v =
+                        key == "age"        ? i.age_ms
+                        : key == "msgs_in"  ? i.msgs_in
+                        : key == "msgs_out" ? i.msgs_out
+                        : key == "queued"   ? i.queued_bytes
+                        : key == "bytes_in" ? c.bytes_in
+                        : key == "bytes_out"
+                            ? c.bytes_out
+                            : static_cast<std::uint64_t>(std::max<std::int64_t>(c.idle_ms, 0));
+                    all.push_back({conn_json(i, s.remote(), c, s.is_host()), v});
                 }
                 return true;
             });
-            auto field = [&](const protocol::session_info& i) {
-                return key == "age" ? i.age_ms : key == "msgs_in" ? i.msgs_in
-                                             : key == "msgs_out"  ? i.msgs_out
-                                                                  : i.queued_bytes;
-            };
-            std::stable_sort(all.begin(), all.end(),
-                             [&](const auto& a, const auto& b) { return field(a) > field(b); });
+            std::stable_sort(all.begin(), all.end(), [](const row& a, const row& b) { return a.v > b.v; });
             nlohmann::json arr = nlohmann::json::array();
             for (std::size_t k = offset; k < all.size() && arr.size() < limit; ++k) {
-                arr.push_back(all[k]);
+                arr.push_back(std::move(all[k].j));
             }
             j["total"] = all.size();
             j["offset"] = offset;
             j["sort"] = key;
-            j["sessions"] = arr;
+            j["sessions"] = std::move(arr);
         } else {
             std::optional<protocol::session_id> after;
             if (auto a = query.find("after"); a != query.end()) {
                 after = protocol::session_id::parse(a->second);
                 if (!after) {
-                    return {400, "text/plain", "after must be a session id (32 hex digits)\n"};
+                    throw bad_request("after must be a session id (32 hex digits)");
                 }
+            }
+            std::function<bool(const session_base&)> keep;
+            if (!want.empty()) {
+                keep = [&](const session_base& s) { return name_ok(s.info().name); };
             }
             // Report the limit actually applied (the registry caps a page at max_list).
             limit = reg.page_limit(static_cast<std::uint32_t>(limit));
             const auto page = reg.list(after, static_cast<std::uint32_t>(limit), keep);
-            j["sessions"] = page.sessions;
+            nlohmann::json arr = nlohmann::json::array();
+            for (const protocol::session_info& i : page.sessions) {
+                // The transport's figures; a session that closed since the page was taken shows
+                // its INFO fields only.
+                if (auto s = reg.find(i.id)) {
+                    arr.push_back(conn_json(i, s->remote(), s->connection(), s->is_host()));
+                } else {
+                    arr.push_back(i);
+                }
+            }
+            j["sessions"] = std::move(arr);
             j["next"] = page.next ? nlohmann::json(page.next->to_string()) : nlohmann::json(nullptr);
         }
         j["limit"] = limit;
         return {200, "application/json", j.dump() + "\n"};
     }
-    return {404, "text/plain", "not found; try /healthz, /metrics, /connz\n"};
+    if (path == "/varz") {
+        allow_only(query, path, {});
+        const process_figures p = read_process();
+        const std::int64_t now = unix_ms_now();
+        const registry_options& o = reg.options();
+        nlohmann::json j;
+        j["server"] = "larivd";
+        j["version"] = LARIV_VERSION;
+        j["revision"] = LARIV_REVISION;
+        j["node_id"] = reg.node_id();
+        j["boot_epoch"] = reg.boot_epoch();
+        j["start"] = iso_time(static_cast<std::int64_t>(p.start_time * 1000));
+        j["now"] = iso_time(now);
+        const double uptime = std::max(0.0, static_cast<double>(now) / 1000.0 - p.start_time);
+        j["uptime_s"] = uptime;
+        j["sessions"] = reg.size();
+        j["connections"] = reg.open_connections();
+        j["draining"] = reg.draining();
+        j["cpu_seconds"] = p.cpu_seconds;
+        j["cpu_percent_avg"] = uptime > 0 ? 100.0 * p.cpu_seconds / uptime : 0.0;
+        j["rss_bytes"] = p.rss_bytes;
+        j["vm_bytes"] = p.vm_bytes;
+        j["open_fds"] = p.open_fds;
+        j["max_fds"] = p.max_fds;
+        j["limits"] = {{"max_sessions", o.max_sessions},
+                       {"max_sessions_per_ip", o.max_sessions_per_ip},
+                       {"max_queue_bytes", reg.hot().max_queue_bytes.load()},
+                       {"rate_limit", reg.hot().rate_limit.load()},
+                       {"rate_burst", reg.hot().rate_burst.load()},
+                       {"idle_timeout_ms", reg.hot().idle_timeout_ms.load()},
+                       {"protocol", o.limits}};
+        j["auth"] = {{"client", !o.auth_token.empty()}, {"admin", !o.admin_token.empty()}};
+        j["totals"] = reg.stats_json();
+        j["closed_total"] = reg.recently_closed().total();
+        j["config"] = config;  // larivd's, secrets redacted (null for an embedded registry)
+        return {200, "application/json", j.dump() + "\n"};
+    }
+    return {404, "text/plain", "not found; try /healthz, /varz, /metrics, /connz\n"};
 }
 
 }  // namespace
 
-monitor::response monitor::handle(registry& reg, const std::string& target) {
+monitor::response monitor::handle(registry& reg, const std::string& target, const nlohmann::json& config) {
     try {
-        return answer(reg, target);
+        return answer(reg, target, config);
     } catch (const bad_request& e) {
         return {400, "text/plain", std::string(e.what()) + "\n"};
     }

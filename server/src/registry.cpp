@@ -75,6 +75,7 @@ registry_core::registry_core(asio::any_io_executor ex, registry_options opts, ho
     , sessions_(lariv::Options{.buffer_capacity = opts_.registry_buffer,
                                .node_id = opts_.node_id,
                                .tag = opts_.boot_epoch})
+    , closed_(opts_.max_closed_sessions)
     , grace_timer_(ex_) {
     // spdlog creates its default logger on first use; do it here, before I/O threads log (the
     // creation is thread-safe, but TSan cannot see that inside the uninstrumented libspdlog).
@@ -233,8 +234,64 @@ bool registry_core::detach(protocol::session_id id) {
     e->state_.move(session_state::closed);
     live_.fetch_sub(1, std::memory_order_relaxed);
     stats_.closed[static_cast<std::size_t>(close_reason::client_closed)].fetch_add(1, std::memory_order_relaxed);
+    record_closed(*e, close_reason::client_closed);
     connection_closed();
     return true;
+}
+
+// ------------------------------------------------------------------------- closed-session ring
+
+void closed_ring::push(closed_session c) {
+    std::lock_guard lk(mu_);
+    ++total_;
+    if (ring_.size() < cap_) {
+        ring_.push_back(std::move(c));
+        return;
+    }
+    ring_[next_] = std::move(c);
+    next_ = (next_ + 1) % cap_;
+}
+
+std::vector<closed_session> closed_ring::snapshot() const {
+    std::lock_guard lk(mu_);
+    std::vector<closed_session> out;
+    out.reserve(ring_.size());
+    // ring_[next_ - 1] is the newest once the ring is full (ring_.back() until then).
+    for (std::size_t k = 0; k < ring_.size(); ++k) {
+        const std::size_t newest = (next_ + ring_.size() - 1) % ring_.size();
+        out.push_back(ring_[(newest + ring_.size() - k) % ring_.size()]);
+    }
+    return out;
+}
+
+std::uint64_t closed_ring::total() const {
+    std::lock_guard lk(mu_);
+    return total_;
+}
+
+void registry_core::record_closed(const session_base& s, close_reason why) {
+    if (closed_.capacity() == 0) {
+        return;
+    }
+    closed_session c;
+    c.reason = why;
+    c.host = s.is_host();
+    if (c.host) {
+        // detach() runs in the host's own close path, maybe under its own lock: the registry does
+        // not call back into the host object here (its info() could take that lock again).
+        c.info.id = s.id();
+        c.info.age_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                       session_base::clock::now() - s.created())
+                                                       .count());
+    } else {
+        c.info = s.info();
+        c.remote = s.remote();
+        c.conn = s.connection();
+    }
+    c.closed_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    closed_.push(std::move(c));
 }
 
 void registry_core::remove(const lariv::Index& i) {

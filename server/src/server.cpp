@@ -86,6 +86,7 @@ server::server(const config& cfg, hooks h)
                                           cfg_.monitor_port);
         monitor_ = std::make_unique<monitor>(io_.get_executor(), mep, *registry_,
                                              cfg_.max_monitor_connections);
+        monitor_->set_config(redacted_json(cfg_));
         monitor_port_ = monitor_->port();
     }
 }

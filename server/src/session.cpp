@@ -129,6 +129,8 @@ void session::on_read(std::error_code ec, std::size_t n) {
         return;
     }
     last_input_ = clock::now();
+    last_input_at_.store(last_input_.time_since_epoch().count(), std::memory_order_relaxed);
+    bytes_in_.store(bytes_in_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     outstanding_pings_ = 0;  // any input proves the peer is alive
     std::string_view in(rbuf_.data(), n);
     const bool grow = n == rbuf_.size() && rbuf_.size() < (64U << 10);
@@ -255,6 +257,11 @@ void session::do_write() {
 }
 
 void session::on_write(std::error_code ec, std::size_t n) {
+    bytes_out_.store(bytes_out_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    if (write_started_ != clock::time_point{}) {  // read on the strand, as do_write wrote it
+        core_->stats().write_latency.observe_ns(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - write_started_).count()));
+    }
     if (draining_) {
         drain_notice_left_ -= std::min(drain_notice_left_, n);  // strand only
     }
@@ -394,7 +401,9 @@ void session::on_tick() {
             do_close(close_reason::heartbeat_timeout);
             return;
         }
-        ++outstanding_pings_;
+        if (outstanding_pings_++ == 0) {
+            ping_sent_ = now;  // its PONG gives the round trip (/connz rtt)
+        }
         std::string f;
         protocol::encode(f, protocol::ping_msg{});
         reply(f);
@@ -463,6 +472,9 @@ void session::leave_registry(close_reason why) {
         core_->remove(index_);
     }
     core_->stats().closed[static_cast<std::size_t>(why)].fetch_add(1, std::memory_order_relaxed);
+    if (published_) {
+        core_->record_closed(*this, why);
+    }
     if (why != close_reason::client_closed && why != close_reason::client_quit) {
         spdlog::debug("session {} {} closed: {}", id_.to_string(), remote_, to_string(why));
     }
@@ -539,6 +551,18 @@ protocol::session_info session::info() const {
     i.msgs_in = msgs_in_.load(std::memory_order_relaxed);
     i.msgs_out = msgs_out_.load(std::memory_order_relaxed);
     return i;
+}
+
+session_base::connection_stats session::connection() const {
+    connection_stats c;
+    c.bytes_in = bytes_in_.load(std::memory_order_relaxed);
+    c.bytes_out = bytes_out_.load(std::memory_order_relaxed);
+    const clock::time_point last{clock::duration(last_input_at_.load(std::memory_order_relaxed))};
+    c.idle_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    clock::now() - (last == clock::time_point{} ? created_ : last))
+                    .count();
+    c.rtt_us = rtt_us_.load(std::memory_order_relaxed);
+    return c;
 }
 
 }  // namespace lariv::server

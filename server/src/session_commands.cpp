@@ -49,6 +49,12 @@ void session::handle(const protocol::command& cmd) {
                 reply(f);
             } else if constexpr (std::is_same_v<T, protocol::pong_msg>) {
                 outstanding_pings_ = 0;
+                if (ping_sent_ != clock::time_point{}) {
+                    rtt_us_.store(std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - ping_sent_)
+                                      .count(),
+                                  std::memory_order_relaxed);
+                    ping_sent_ = {};
+                }
             } else if constexpr (std::is_same_v<T, protocol::quit_msg>) {
                 std::string f;
                 protocol::encode(f, protocol::ok_msg{"bye"});
@@ -123,6 +129,8 @@ void session::handle_hello(const protocol::hello_msg& m) {
     // Routable from here on (a drain that already moved it to draining wins: it stays unroutable).
     state_.move(session_state::live);
     core_->stats().handshakes.fetch_add(1, std::memory_order_relaxed);
+    core_->stats().handshake_latency.observe_ns(static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - created_).count()));
     protocol::hello_reply r;
     r.session = id_;
     r.node = cfg.node_id;
@@ -188,7 +196,14 @@ void session::handle_send(const protocol::send_msg& m) {
     }
     msgs_in_.fetch_add(1, std::memory_order_relaxed);
     core_->stats().msgs_in.fetch_add(1, std::memory_order_relaxed);
+    // Route latency, sampled (registry_stats::route_latency): two clock reads every 16th SEND.
+    const bool sample = ++route_sample_ % registry_stats::route_sample_every == 0;
+    const clock::time_point t0 = sample ? clock::now() : clock::time_point{};
     const auto err = core_->send(m.to, id_, m.payload);
+    if (sample) {
+        core_->stats().route_latency.observe_ns(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()));
+    }
     std::string why;
     if (err == error_code::queue_full) {
         why = "the target's queue is full";

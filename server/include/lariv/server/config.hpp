@@ -96,6 +96,9 @@ void set_from_text(config& c, std::string_view key, std::string_view text, std::
 /// at the top level and inside "limits", are an error (a typo must not be silently ignored).
 void to_json(nlohmann::json& j, const config& c);
 void from_json(const nlohmann::json& j, config& c);
+/// to_json with the secrets (auth_token, admin_token) shown as "<redacted>" when set: what /varz
+/// shows.
+nlohmann::json redacted_json(const config& c);
 
 /// Applies the keys present in `j` to `c`, each checked against its range. Throws config_error
 /// naming the key, `source` and the allowed range.

@@ -95,6 +95,18 @@ public:
     /// The executor the session's handlers (and hooks) run on.
     [[nodiscard]] virtual asio::any_io_executor get_executor() const = 0;
 
+    /// Transport figures for /connz (a Lariv-protocol session fills them; a host session, whose
+    /// transport the registry does not see, reports the defaults). Any thread.
+    struct connection_stats {
+        std::uint64_t bytes_in = 0;   ///< bytes read from the peer
+        std::uint64_t bytes_out = 0;  ///< bytes written to the peer
+        std::int64_t idle_ms = -1;    ///< since the last input; -1 = not known
+        std::int64_t rtt_us = -1;     ///< the last heartbeat PING's round trip; -1 = none yet
+    };
+    [[nodiscard]] virtual connection_stats connection() const { return {}; }
+    /// When the registry took the connection (adopt or attach).
+    [[nodiscard]] clock::time_point created() const noexcept { return created_; }
+
 protected:
     session_base() : created_(clock::now()) {}
 

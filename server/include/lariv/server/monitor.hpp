@@ -1,9 +1,15 @@
 // lariv/server/monitor.hpp — the monitoring endpoint (its own port, loopback by default):
 //   GET /healthz   200 "ok", or 503 "draining" as soon as a drain starts
+//   GET /varz      the server as JSON: version, revision, start time, uptime, node id, boot epoch,
+//                  limits, sessions, CPU and memory of the process, the STATS totals, and the
+//                  configuration with its secrets redacted (as nats-server's /varz)
 //   GET /metrics   Prometheus text format
 //   GET /connz     sessions as JSON: ?limit=N&after=<id> (slot-order paging) or
 //                  ?sort=age|msgs_in|msgs_out|queued&offset=N&limit=N (as nats-server's /connz);
-//                  &name=<text> keeps sessions whose HELLO name contains <text>
+//                  &name=<text> keeps sessions whose HELLO name contains <text>;
+//                  ?state=closed: the ring of recently closed sessions (max_closed_sessions),
+//                  newest first, with reason, duration and close time (offset/limit page it).
+//                  Each entry: INFO's fields plus remote, bytes_in, bytes_out, idle_ms, rtt_us
 // The path and the query's keys and values are percent-decoded ('+' is a space in the query);
 // numbers are decimal digits in a range (limit 1..10000, offset 0..4294967295). A malformed
 // escape or number, a parameter the endpoint does not take, or one given twice is a 400 whose
@@ -19,6 +25,7 @@
 #include <vector>
 
 #include <asio/ip/tcp.hpp>
+#include <nlohmann/json.hpp>
 
 #include "lariv/server/config.hpp"
 #include "lariv/server/registry.hpp"
@@ -47,8 +54,14 @@ public:
         std::string content_type;
         std::string body;
     };
-    /// A malformed target is a 400, never an exception.
-    [[nodiscard]] static response handle(registry& reg, const std::string& target);
+    /// A malformed target is a 400, never an exception. `config` is what /varz shows as the
+    /// configuration (secrets already redacted; null for none).
+    [[nodiscard]] static response handle(registry& reg, const std::string& target,
+                                         const nlohmann::json& config = nullptr);
+    /// The configuration /varz shows (larivd: redacted_json(cfg)). Call before start().
+    void set_config(nlohmann::json redacted) {
+        config_ = std::make_shared<const nlohmann::json>(std::move(redacted));
+    }
 
     /// Open HTTP connections, and those refused over the cap.
     struct conn_count {
@@ -62,6 +75,7 @@ private:
     asio::any_io_executor ex_;
     registry& reg_;
     std::shared_ptr<conn_count> count_;
+    std::shared_ptr<const nlohmann::json> config_;  // shared with the HTTP connections
     std::size_t max_connections_;
     std::shared_ptr<listener> listener_;
     std::mutex conns_mu_;

@@ -36,6 +36,9 @@ struct registry_options {
     /// connection is refused like one over max_sessions (-ERR server_full).
     std::uint32_t max_sessions_per_ip = 0;
     std::size_t registry_buffer = 1024;  ///< Lariv slots per buffer
+    /// Recently closed sessions kept for /connz?state=closed (a ring; the oldest goes first);
+    /// 0 = none kept.
+    std::uint32_t max_closed_sessions = 1000;
 
     // Protocol limits (Lariv-protocol sessions)
     protocol::limits limits{};

@@ -151,6 +151,10 @@ public:
     [[nodiscard]] std::size_t lariv_capacity() const noexcept { return core_->lariv_capacity(); }
     [[nodiscard]] std::uint64_t queued_bytes_total() const;
     [[nodiscard]] const hot_settings& hot() const noexcept { return core_->hot(); }
+    /// The last options().max_closed_sessions sessions that closed (/connz?state=closed).
+    [[nodiscard]] const detail::closed_ring& recently_closed() const noexcept {
+        return core_->recently_closed();
+    }
 
     /// Graceful shutdown: stop admitting (new connections are told `draining`), tell every
     /// session to drain (flush what was accepted for it, then close), and complete when every

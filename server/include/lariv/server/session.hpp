@@ -51,6 +51,8 @@ public:
     [[nodiscard]] std::any& user_data() noexcept { return user_data_; }
     /// The session's strand: hooks run here; post here to touch user_data().
     [[nodiscard]] asio::any_io_executor get_executor() const override { return strand_; }
+    /// Bytes in and out, idle time, last heartbeat round trip. Thread-safe.
+    [[nodiscard]] connection_stats connection() const override;
 
     /// Queues `MSG <from> <n>` + payload. Thread-safe. Applies the slow-consumer policy when the
     /// queue is over its cap.
@@ -150,6 +152,14 @@ private:
     bool finished_ = false;  // strand only: the stream is closed and the open count released
     std::atomic<std::uint64_t> msgs_in_{0};
     std::atomic<std::uint64_t> msgs_out_{0};
+    // Transport figures for /connz. Each has one writer, the strand (a relaxed load and store, no
+    // read-modify-write); any thread reads them.
+    std::atomic<std::uint64_t> bytes_in_{0};
+    std::atomic<std::uint64_t> bytes_out_{0};
+    std::atomic<clock::rep> last_input_at_{0};  // last_input_, readable off the strand
+    std::atomic<std::int64_t> rtt_us_{-1};
+    clock::time_point ping_sent_{};  // strand only: the heartbeat PING awaiting its PONG
+    std::uint32_t route_sample_ = 0;  // strand only: counts SENDs for the sampled route latency
 };
 
 namespace detail {

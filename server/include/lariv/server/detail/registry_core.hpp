@@ -29,6 +29,7 @@
 #include "lariv/protocol/error.hpp"
 #include "lariv/protocol/json.hpp"
 #include "lariv/protocol/session_id.hpp"
+#include "lariv/server/detail/counters.hpp"
 #include "lariv/server/host_session.hpp"
 #include "lariv/server/options.hpp"
 #include "lariv/server/session_state.hpp"
@@ -37,29 +38,40 @@ namespace lariv::server {
 
 class session;
 
-/// Counters read by /metrics, STATS and tests. Monotonic unless noted.
+/// Counters read by /metrics, STATS and tests. Monotonic. Each is striped per thread
+/// (detail/counters.hpp): no increment, per message or per connection, writes a cache line that
+/// another I/O thread writes too.
 struct registry_stats {
-    std::atomic<std::uint64_t> accepted{0};        ///< connections adopted
-    std::atomic<std::uint64_t> attached{0};        ///< host sessions attached
-    std::atomic<std::uint64_t> refused_full{0};    ///< refused at max_sessions
-    std::atomic<std::uint64_t> handshakes{0};      ///< successful HELLOs
-    std::atomic<std::uint64_t> msgs_in{0};         ///< SENDs accepted for routing
-    std::atomic<std::uint64_t> msgs_out{0};        ///< MSGs queued to targets
-    std::atomic<std::uint64_t> bytes_routed{0};    ///< payload bytes of msgs_out
-    std::atomic<std::uint64_t> send_errors{0};     ///< SENDs answered with an error
-    std::atomic<std::uint64_t> queue_drops{0};     ///< messages dropped at a full queue
-    std::atomic<std::uint64_t> protocol_errors{0}; ///< -ERR replies for bad input
-    std::atomic<std::uint64_t> rate_limited{0};
-    std::atomic<std::uint64_t> accept_errors{0};
-    std::atomic<std::uint64_t> host_errors{0};     ///< hooks that threw
-    std::atomic<std::uint64_t> auth_failures{0};   ///< HELLOs refused for their auth token
-    std::atomic<std::uint64_t> refused_per_ip{0};  ///< refused at max_sessions_per_ip
+    using counter = detail::sharded_counter;
+    counter accepted;         ///< connections adopted
+    counter attached;         ///< host sessions attached
+    counter refused_full;     ///< refused at max_sessions
+    counter handshakes;       ///< successful HELLOs
+    counter msgs_in;          ///< SENDs accepted for routing
+    counter msgs_out;         ///< MSGs queued to targets
+    counter bytes_routed;     ///< payload bytes of msgs_out
+    counter send_errors;      ///< SENDs answered with an error
+    counter queue_drops;      ///< messages dropped at a full queue
+    counter protocol_errors;  ///< -ERR replies for bad input
+    counter rate_limited;
+    counter accept_errors;
+    counter host_errors;      ///< hooks that threw
+    counter auth_failures;    ///< HELLOs refused for their auth token
+    counter refused_per_ip;   ///< refused at max_sessions_per_ip
     /// Session deadline-timer wakes (not in STATS: a test and profiling aid; one per deadline
     /// period per session, never per message).
-    std::atomic<std::uint64_t> timer_wakes{0};
-    std::atomic<std::uint64_t> tls_handshakes{0};          ///< TLS handshakes completed (larivd's TLS listener)
-    std::atomic<std::uint64_t> tls_handshake_failures{0};  ///< TLS handshakes failed or timed out
-    std::array<std::atomic<std::uint64_t>, close_reason_count> closed{};
+    counter timer_wakes;
+    counter tls_handshakes;          ///< TLS handshakes completed (larivd's TLS listener)
+    counter tls_handshake_failures;  ///< TLS handshakes failed or timed out
+    std::array<counter, close_reason_count> closed{};
+    /// Accept to HELLO accepted, per handshake.
+    detail::latency_histogram handshake_latency;
+    /// SEND decoded to its MSG queued at the target (or refused), sampled: one SEND in
+    /// `route_sample_every` per session, so the clock reads cost the routing path ~nothing.
+    detail::latency_histogram route_latency;
+    /// One write to the socket, from its start to its completion (per write, not per message).
+    detail::latency_histogram write_latency;
+    static constexpr std::uint32_t route_sample_every = 16;
 };
 
 /// Host hooks for Lariv-protocol sessions (host sessions are the host's own code already).
@@ -157,6 +169,36 @@ private:
     std::array<std::uint64_t, rounds> key_{};
 };
 
+/// A session that left the registry, as /connz?state=closed shows it.
+struct closed_session {
+    protocol::session_info info;  ///< at the close (age_ms = the session's duration)
+    std::string remote;
+    close_reason reason = close_reason::client_closed;
+    session_base::connection_stats conn;
+    std::int64_t closed_at_ms = 0;  ///< Unix time, milliseconds
+    bool host = false;              ///< a host session (attach) rather than a Lariv-protocol one
+};
+
+/// The last `capacity` closed sessions, oldest overwritten first. One mutex: a push happens once
+/// per close (never per message) and holds it for a move; a read copies the ring.
+class closed_ring {
+public:
+    explicit closed_ring(std::size_t capacity) : cap_(capacity) {}
+    [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
+    void push(closed_session c);
+    /// Newest first.
+    [[nodiscard]] std::vector<closed_session> snapshot() const;
+    /// Sessions pushed since the registry began (those overwritten included).
+    [[nodiscard]] std::uint64_t total() const;
+
+private:
+    const std::size_t cap_;
+    mutable std::mutex mu_;
+    std::vector<closed_session> ring_;
+    std::size_t next_ = 0;  // where the next push goes once the ring is full
+    std::uint64_t total_ = 0;
+};
+
 class registry_core : public std::enable_shared_from_this<registry_core> {
 public:
     enum class phase : std::uint8_t { running, draining, stopped };
@@ -207,6 +249,9 @@ public:
     void remove(const lariv::Index& i);
     /// A connection's transport closed (pairs with the increment at admission).
     void connection_closed();
+    /// Keeps `s` (which is leaving the registry for `why`) in the closed-session ring.
+    void record_closed(const session_base& s, close_reason why);
+    [[nodiscard]] const closed_ring& recently_closed() const noexcept { return closed_; }
     /// How long a draining session may flush: the async_shutdown grace, or drain_timeout_ms.
     [[nodiscard]] std::chrono::milliseconds drain_linger() const noexcept {
         return std::chrono::milliseconds(drain_linger_ms_.load(std::memory_order_relaxed));
@@ -256,6 +301,7 @@ private:
     id_codec ids_;
     lariv::Lariv<std::shared_ptr<session_base>> sessions_;
     registry_stats stats_;
+    closed_ring closed_;
     hot_settings hot_;
     std::atomic<std::size_t> live_{0};
     std::atomic<std::size_t> open_{0};
