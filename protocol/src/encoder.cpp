@@ -1,6 +1,7 @@
 #include "lariv/protocol/encoder.hpp"
 
 #include <charconv>
+#include <cstring>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -175,6 +176,32 @@ void encode_deliver_header(std::string& out, session_id from, std::size_t payloa
     out += ' ';
     put_number(out, payload_size);
     out += crlf;
+}
+
+std::size_t format_deliver_header(char* out, session_id from, std::size_t payload_size) noexcept {
+    // One sender's SENDs arrive in bursts (a read batch) and are routed on its I/O thread, so
+    // the last id formatted here is usually the one asked for again.
+    struct last_id {
+        session_id id{};
+        char text[session_id::text_size]{};
+        bool valid = false;
+    };
+    thread_local last_id last;
+    if (!last.valid || last.id != from) {
+        from.format_to(last.text);
+        last.id = from;
+        last.valid = true;
+    }
+    char* p = out;
+    std::memcpy(p, "MSG ", 4);
+    p += 4;
+    std::memcpy(p, last.text, session_id::text_size);
+    p += session_id::text_size;
+    *p++ = ' ';
+    p = std::to_chars(p, p + 20, payload_size).ptr;
+    *p++ = '\r';
+    *p++ = '\n';
+    return static_cast<std::size_t>(p - out);
 }
 
 void encode(std::string& out, const deliver_msg& m) {

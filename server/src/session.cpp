@@ -186,9 +186,11 @@ void session::reply_error(error_code code, std::string_view text) {
 }
 
 deliver_result session::deliver(protocol::session_id from, std::string_view payload) {
-    std::string header;
-    protocol::encode_deliver_header(header, from, payload.size());
-    const auto r = enqueue(header, payload, "\r\n", false);
+    // The header on the stack: no allocation per routed message (the frame's bytes are copied
+    // once, into the target's queue).
+    char header[protocol::max_deliver_header_size];
+    const std::size_t n = protocol::format_deliver_header(header, from, payload.size());
+    const auto r = enqueue({header, n}, payload, "\r\n", false);
     if (r == deliver_result::ok) {
         msgs_out_.fetch_add(1, std::memory_order_relaxed);
     }

@@ -76,4 +76,11 @@ void encode_send_header(std::string& out,
 /// then the payload, then "\r\n".
 void encode_deliver_header(std::string& out, session_id from, std::size_t payload_size);
 
+/// Longest `MSG <from> <n>\r\n` line: "MSG " + 32 hex digits + ' ' + 20 digits + "\r\n".
+inline constexpr std::size_t max_deliver_header_size = 4 + 32 + 1 + 20 + 2;
+/// Writes `MSG <from> <n>\r\n` into `out` (at least max_deliver_header_size bytes) and returns
+/// its length: the routing path's form, with no allocation. The 32 hex digits of the last `from`
+/// formatted on this thread are kept, so a burst of messages from one sender formats its id once.
+std::size_t format_deliver_header(char* out, session_id from, std::size_t payload_size) noexcept;
+
 }  // namespace lariv::protocol
