@@ -5,8 +5,8 @@ set -euo pipefail
 profile=${1:-test}
 
 build_pkgs=(cmake ninja-build g++ make pkg-config libasio-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libssl-dev)
-test_pkgs=(doctest-dev clang-14 libclang-rt-14-dev llvm-14 relacy-dev python3 valgrind strace openssl prometheus)
-bench_pkgs=(libbenchmark-dev libtbb-dev libcuckoo-dev libxenium-dev)
+test_pkgs=(doctest-dev clang-14 libclang-rt-14-dev llvm-14 relacy-dev python3 valgrind strace openssl prometheus nats-server)
+bench_pkgs=(libbenchmark-dev libtbb-dev libcuckoo-dev libxenium-dev gnuplot-nox)
 
 case "$profile" in
   build) want=("${build_pkgs[@]}") ;;

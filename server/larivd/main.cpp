@@ -1,7 +1,11 @@
 // larivd — the Lariv Registry daemon.
 //
 // Configuration precedence: flags > environment (LARIV_*) > --config file > defaults.
-// Exit codes: 0 ok, 64 usage error, 70 internal error, 78 configuration error (sysexits.h).
+// Exit codes (sysexits.h; listed by --help): 0 ok, 1 --health-check not healthy, 64 usage error,
+// 69 a listener cannot open (bind/listen: address in use, not available, permission), 70 internal
+// error, 78 configuration error (also: an address that does not resolve, a TLS file that does
+// not load).
+// Logs: stderr, text or JSON lines (log_format); lariv/server/log.hpp has the format.
 // Signals: SIGINT/SIGTERM drain (a second one exits at once), SIGHUP reloads log level, the
 // hot-reloadable limits and the TLS certificate, key and CA files from the same sources.
 #include <csignal>
@@ -10,28 +14,37 @@
 #include <map>
 #include <optional>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <asio/signal_set.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "lariv/server/config.hpp"
+#include "lariv/server/listener.hpp"
+#include "lariv/server/log.hpp"
 #include "lariv/server/monitor.hpp"
 #include "lariv/server/server.hpp"
 #include "lariv/server/tls.hpp"
 
 namespace {
 
+constexpr int exit_health = 1;
 constexpr int exit_usage = 64;
+constexpr int exit_unavailable = 69;
 constexpr int exit_internal = 70;
 constexpr int exit_config = 78;
+
+namespace llog = lariv::server::log;
+using spdlog::level::level_enum;
 
 using lariv::server::config;
 
 /// One flag per configuration key, generated from the key table (settings()): every key has a
-/// flag, with its range in --help. Values are taken as text and go through set_from_text, the
-/// same parser and range check as the environment, so "--max-line -1" is a configuration error
-/// (78) naming the flag, never a value wrapped to 2^64-1.
+/// flag, and its --help line gives the range, the default, the LARIV_* variable and the JSON key.
+/// Values are taken as text and go through set_from_text, the same parser and range check as the
+/// environment, so "--max-line -1" is a configuration error (78) naming the flag, never a value
+/// wrapped to 2^64-1.
 struct flags {
     std::map<std::string, std::string, std::less<>> text;  // key -> value as given
     std::map<std::string, CLI::Option*, std::less<>> option;
@@ -46,7 +59,8 @@ void add_flags(CLI::App& app, flags& f) {
         } else if (key == "threads") {
             names = "-t," + names;
         }
-        const std::string help = std::string(s.help) + " [" + s.range() + "]";
+        const std::string help = std::string(s.help) + " [" + s.range() + "]; default " +
+                                 s.default_text() + "; env " + s.env() + "; JSON " + s.json_key();
         // allow_extra_args(false): "--max-line -1" takes "-1" as the value, not as a flag.
         auto* o = app.add_option(names, f.text[key], help)->type_name("VALUE");
         f.option[key] = o;
@@ -73,15 +87,30 @@ config resolve(const std::string& file, const flags& f) {
     return c;
 }
 
-void setup_logging(const config& c) {
-    auto logger = spdlog::stderr_color_mt("larivd");
-    spdlog::set_default_logger(logger);
-    if (c.log_format == "json") {
-        spdlog::set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","msg":"%v"})");
-    } else {
-        spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+/// The end of --help: precedence, addresses, logs and the exit codes (the constants above).
+std::string help_footer() {
+    return "Every setting: a flag, an environment variable LARIV_<KEY> and a JSON key in the --config\n"
+           "file (or LARIV_CONFIG); precedence: flags > environment > file > defaults.\n"
+           "Addresses (listen_address, tls_listen_address, monitor_address): an IP address, or a\n"
+           "host name resolved at start to the first address getaddrinfo returns.\n"
+           "Logs: stderr; log_format text (\"msg key=value ...\") or json (one object a line: ts,\n"
+           "level, msg, node and the event's values).\n"
+           "Exit codes: 0 ok; " + std::to_string(exit_health) + " --health-check: not healthy; " +
+           std::to_string(exit_usage) + " usage error (unknown flag or argument);\n  " +
+           std::to_string(exit_unavailable) +
+           " a listener cannot open (bind/listen: address in use or not available); " +
+           std::to_string(exit_internal) + " internal error;\n  " + std::to_string(exit_config) +
+           " configuration error (bad value, unknown key, unreadable file, address that does\n"
+           "  not resolve, TLS file that does not load).";
+}
+
+const char* signal_name(int sig) {
+    switch (sig) {
+        case SIGINT: return "SIGINT";
+        case SIGTERM: return "SIGTERM";
+        case SIGHUP: return "SIGHUP";
+        default: return "signal";
     }
-    spdlog::set_level(spdlog::level::from_str(c.log_level));
 }
 
 }  // namespace
@@ -103,6 +132,7 @@ int main(int argc, char** argv) {
                  "GET /healthz from the configured monitor and exit 0 if it answers 200 "
                  "(for container HEALTHCHECKs: no curl needed)");
     add_flags(app, f);
+    app.footer(help_footer());
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -131,10 +161,20 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (check_config) {
-        // TLS: the certificate, key and CA files must load, as they must at start.
+        // TLS: the certificate, key and CA files must load, and the addresses resolve, as they
+        // must at start.
         try {
             if (cfg.tls_enabled()) {
                 (void)lariv::server::make_server_tls_context({cfg.tls_cert, cfg.tls_key, cfg.tls_ca});
+                (void)lariv::server::resolve_endpoint("tls_listen_address", cfg.effective_tls_address(),
+                                                      cfg.tls_port);
+            }
+            if (!cfg.listen_address.empty()) {
+                (void)lariv::server::resolve_endpoint("listen_address", cfg.listen_address, cfg.port);
+            }
+            if (cfg.monitor_port != 0) {
+                (void)lariv::server::resolve_endpoint("monitor_address", cfg.monitor_address,
+                                                      cfg.monitor_port);
             }
         } catch (const lariv::server::config_error& e) {
             std::cerr << "larivd: " << e.what() << '\n';
@@ -144,9 +184,9 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (health_check) {
-        return lariv::server::probe_health(cfg) ? 0 : 1;
+        return lariv::server::probe_health(cfg) ? 0 : exit_health;
     }
-    setup_logging(cfg);
+    llog::setup_default_logger(cfg.log_format, cfg.log_level, {{"node", cfg.node_id}});
 
     try {
         lariv::server::server srv(cfg);
@@ -161,31 +201,46 @@ int main(int argc, char** argv) {
                     const config next = resolve(config_file, f);
                     spdlog::set_level(spdlog::level::from_str(next.log_level));
                     srv.reload(next);  // the same validation and fd clamp as at start
-                    spdlog::info("SIGHUP: reloaded log level, limits and TLS certificates");
+                    llog::event(level_enum::info, "SIGHUP: reloaded log level, limits and TLS certificates",
+                               {{"log_level", next.log_level},
+                                {"max_sessions", srv.max_sessions()},
+                                {"max_queue_bytes", next.max_queue_bytes},
+                                {"rate_limit", next.rate_limit},
+                                {"rate_burst", next.rate_burst},
+                                {"idle_timeout_ms", next.idle_timeout_ms},
+                                {"tls_cert", next.tls_cert}});
                 } catch (const std::exception& e) {
-                    spdlog::error("SIGHUP: configuration rejected, keeping the old one: {}", e.what());
+                    llog::event(level_enum::err, "SIGHUP: configuration rejected, keeping the old one",
+                               {{"error", e.what()}});
                 }
             } else if (++stop_signals == 1) {
-                spdlog::info("signal {}: draining (send it again to exit at once)", sig);
+                llog::event(level_enum::info, "draining on signal (send it again to exit at once)",
+                           {{"signal", signal_name(sig)}});
                 srv.drain();
             } else {
-                spdlog::warn("signal {} again: exiting now", sig);
+                llog::event(level_enum::warn, "signal again: exiting now", {{"signal", signal_name(sig)}});
                 std::_Exit(0);
             }
             signals.async_wait(on_signal);
         };
         signals.async_wait(on_signal);
-        srv.start();
+        srv.start({{"config", config_file.empty() ? std::string("none") : config_file},
+                   {"pid", static_cast<long>(::getpid())}});
         srv.wait();
-        spdlog::info("larivd stopped");
+        llog::event(level_enum::info, "larivd stopped");
+    } catch (const lariv::server::listen_error& e) {
+        // "cannot start: client listener 127.0.0.1:7411: bind: Address already in use"
+        llog::event(level_enum::critical, std::string("cannot start: ") + e.what(),
+                   {{"listener", e.name()}, {"address", e.address()}, {"exit", exit_unavailable}});
+        return exit_unavailable;
     } catch (const lariv::server::config_error& e) {
-        spdlog::critical("{}", e.what());
+        llog::event(level_enum::critical, std::string("cannot start: ") + e.what(), {{"exit", exit_config}});
         return exit_config;
     } catch (const std::system_error& e) {
-        spdlog::critical("cannot start: {}", e.what());
+        llog::event(level_enum::critical, std::string("cannot start: ") + e.what(), {{"exit", exit_internal}});
         return exit_internal;
     } catch (const std::exception& e) {
-        spdlog::critical("internal error: {}", e.what());
+        llog::event(level_enum::critical, std::string("internal error: ") + e.what(), {{"exit", exit_internal}});
         return exit_internal;
     }
     return 0;

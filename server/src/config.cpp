@@ -310,6 +310,20 @@ std::string setting::flag() const {
     return f;
 }
 
+std::string setting::json_key() const {
+    return (in_limits ? std::string("limits.") : std::string()) + std::string(key);
+}
+
+std::string setting::default_text() const {
+    static const config defaults;
+    const entry* e = find_entry(key);
+    if (e == nullptr) {
+        return {};
+    }
+    return type == kind::integer ? std::to_string(e->a.get_int(defaults))
+                                 : nlohmann::json(e->a.get_text(defaults)).dump();
+}
+
 std::string setting::range() const {
     switch (type) {
         case kind::integer:

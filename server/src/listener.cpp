@@ -1,10 +1,36 @@
 #include "lariv/server/listener.hpp"
 
 #include <asio/bind_executor.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
-#include <spdlog/spdlog.h>
+
+#include "lariv/server/log.hpp"
+#include "lariv/server/options.hpp"
 
 namespace lariv::server {
+
+std::string endpoint_text(const asio::ip::tcp::endpoint& ep) {
+    const std::string a = ep.address().to_string();
+    return (ep.address().is_v6() ? "[" + a + "]" : a) + ":" + std::to_string(ep.port());
+}
+
+asio::ip::tcp::endpoint resolve_endpoint(std::string_view key, const std::string& host, std::uint16_t port) {
+    std::error_code ec;
+    const auto addr = asio::ip::make_address(host, ec);
+    if (!ec) {
+        return {addr, port};
+    }
+    // A name: getaddrinfo's first answer (its order is the system's: /etc/gai.conf).
+    asio::io_context io;
+    asio::ip::tcp::resolver r(io);
+    const auto results = r.resolve(host, std::to_string(port), asio::ip::tcp::resolver::numeric_service, ec);
+    if (ec || results.empty()) {
+        throw config_error("config: " + std::string(key) + " = " + log::quote(host) +
+                           ": not an IP address, and the name does not resolve (" +
+                           (ec ? ec.message() : std::string("no address")) + ")");
+    }
+    return results.begin()->endpoint();
+}
 
 listener::listener(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, on_accept_fn f,
                    options o, std::function<void()> on_error)
@@ -15,11 +41,16 @@ listener::listener(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, 
     , on_accept_(std::move(f))
     , on_error_(std::move(on_error))
     , opt_(o) {
-    acceptor_.open(ep.protocol());
-    acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
-    acceptor_.bind(ep);
-    acceptor_.listen(asio::socket_base::max_listen_connections);
-    port_ = acceptor_.local_endpoint().port();
+    try {
+        acceptor_.open(ep.protocol());
+        acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+        acceptor_.bind(ep);
+        acceptor_.listen(asio::socket_base::max_listen_connections);
+        endpoint_ = acceptor_.local_endpoint();
+    } catch (const std::system_error& e) {
+        throw listen_error(opt_.name, endpoint_text(ep), e);
+    }
+    port_ = endpoint_.port();
 }
 
 void listener::start() {
@@ -77,7 +108,9 @@ void listener::on_accept(std::error_code ec, asio::ip::tcp::socket s) {
     const auto now = std::chrono::steady_clock::now();
     if (now - last_log_ >= std::chrono::seconds(1)) {
         last_log_ = now;
-        spdlog::warn("accept failed: {}; retrying in {} ms", ec.message(), backoff_.count());
+        log::event(spdlog::level::warn, "accept failed",
+                   {{"listener", opt_.name}, {"address", endpoint_text(endpoint_)},
+                    {"error", ec.message()}, {"retry_ms", backoff_.count()}});
     }
     backoff_timer_.expires_after(backoff_);
     backoff_timer_.async_wait([self = shared_from_this()](std::error_code e) {

@@ -404,7 +404,7 @@ monitor::monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, re
             }
             c->start(over);
         },
-        listener::options{});
+        listener::options{.name = "monitor"});
 }
 
 monitor::~monitor() = default;
@@ -421,6 +421,7 @@ void monitor::stop() {
     conns_.clear();
 }
 std::uint16_t monitor::port() const noexcept { return listener_->port(); }
+asio::ip::tcp::endpoint monitor::endpoint() const noexcept { return listener_->endpoint(); }
 
 namespace {
 
@@ -691,9 +692,10 @@ bool probe_health(const config& cfg) {
             sock.close(e);
         }
     });
-    std::error_code ec;
-    const auto addr = asio::ip::make_address(host, ec);
-    if (ec) {
+    asio::ip::address addr;
+    try {
+        addr = resolve_endpoint("monitor_address", host, cfg.monitor_port).address();
+    } catch (const config_error&) {
         return false;
     }
     const std::string req = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n";

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "lariv/server/log.hpp"
 #include "lariv/server/session.hpp"
 
 namespace lariv::server {
@@ -188,7 +189,10 @@ void registry_core::note_auth_failure(const std::string& remote) {
     if (now - last >= 1000 &&
         auth_log_at_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
         const auto skipped = auth_log_skipped_.exchange(0, std::memory_order_relaxed);
-        spdlog::warn("HELLO auth failed from {} ({} more since the last report)", remote, skipped);
+        log::event(spdlog::level::warn, "HELLO auth failed",
+                   {{"remote", remote},
+                    {"suppressed", skipped},  // failures since the last line (one a second at most)
+                    {"auth_failures", stats_.auth_failures.load(std::memory_order_relaxed)}});
     } else {
         auth_log_skipped_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -556,7 +560,8 @@ void registry_core::on_grace_expired() {
         }
         grace_expired_ = true;
     }
-    spdlog::warn("shutdown grace over: closing {} connections now", open_connections());
+    log::event(spdlog::level::warn, "shutdown grace over: closing the remaining connections",
+               {{"connections", open_connections()}});
     close_all(close_reason::shutdown);
     // Host sessions that did not detach in time are detached here, so the shutdown completes
     // whatever the host does; a later detach() of theirs finds nothing and returns false.
@@ -692,7 +697,7 @@ void registry_core::hook_leave() noexcept { hooks_in_flight_.fetch_sub(1, std::m
 void registry_core::hook_failed(const char* what) noexcept {
     stats_.host_errors.fetch_add(1, std::memory_order_relaxed);
     try {
-        spdlog::error("registry: a host hook threw: {}", what);
+        log::event(spdlog::level::err, "registry: a host hook threw", {{"error", what}});
     } catch (...) {
     }
 }

@@ -4,9 +4,9 @@
 
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
-#include <spdlog/spdlog.h>
 
 #include "lariv/server/listener.hpp"
+#include "lariv/server/log.hpp"
 #include "lariv/server/monitor.hpp"
 #include "lariv/server/tls.hpp"
 
@@ -40,8 +40,8 @@ registry_options effective_options(const config& c, std::size_t& clamped) {
     const std::size_t reserve = reserved_fds + (c.monitor_port != 0 ? c.max_monitor_connections : 0);
     clamped = clamp_to_fd_limit(c.max_sessions, reserve);
     if (clamped < c.max_sessions) {
-        spdlog::warn("max_sessions lowered from {} to {} to fit the open-file limit ({} reserved)",
-                     c.max_sessions, clamped, reserve);
+        log::event(spdlog::level::warn, "max_sessions lowered to fit the open-file limit",
+                   {{"requested", c.max_sessions}, {"max_sessions", clamped}, {"reserved_fds", reserve}});
     }
     registry_options o = c;
     o.max_sessions = clamped;
@@ -60,13 +60,15 @@ server::server(const config& cfg, hooks h)
     registry_ = std::make_unique<registry>(io_.get_executor(), opts, std::move(h));
     cfg_.boot_epoch = registry_->boot_epoch();
 
-    const listener::options lo{std::chrono::milliseconds(cfg_.accept_backoff_min_ms),
-                               std::chrono::milliseconds(cfg_.accept_backoff_max_ms)};
+    listener::options lo{std::chrono::milliseconds(cfg_.accept_backoff_min_ms),
+                         std::chrono::milliseconds(cfg_.accept_backoff_max_ms)};
     auto on_accept_error = [this] {
         registry_->stats().accept_errors.fetch_add(1, std::memory_order_relaxed);
     };
+    // Addresses: an IP address, or a name resolved to its first address (config_error if none).
     if (!cfg_.listen_address.empty()) {
-        const asio::ip::tcp::endpoint ep(asio::ip::make_address(cfg_.listen_address), cfg_.port);
+        const auto ep = resolve_endpoint("listen_address", cfg_.listen_address, cfg_.port);
+        lo.name = "client";
         listener_ = std::make_shared<listener>(
             io_.get_executor(), ep, [this](asio::ip::tcp::socket s) { registry_->adopt(std::move(s)); },
             lo, on_accept_error);
@@ -74,20 +76,22 @@ server::server(const config& cfg, hooks h)
     }
     if (cfg_.tls_enabled()) {
         tls_ctx_ = make_server_tls_context(tls_files_of(cfg_));  // config_error names the key
-        const asio::ip::tcp::endpoint tep(asio::ip::make_address(cfg_.effective_tls_address()),
-                                          cfg_.tls_port);
+        const auto tep = resolve_endpoint(cfg_.tls_listen_address.empty() ? "tls_listen_address (from listen_address)"
+                                                                          : "tls_listen_address",
+                                          cfg_.effective_tls_address(), cfg_.tls_port);
+        lo.name = "TLS";
         tls_listener_ = std::make_shared<listener>(
             io_.get_executor(), tep, [this](asio::ip::tcp::socket s) { on_tls_accept(std::move(s)); },
             lo, on_accept_error);
         tls_port_ = tls_listener_->port();
     }
     if (cfg_.monitor_port != 0) {
-        const asio::ip::tcp::endpoint mep(asio::ip::make_address(cfg_.monitor_address),
-                                          cfg_.monitor_port);
+        const auto mep = resolve_endpoint("monitor_address", cfg_.monitor_address, cfg_.monitor_port);
         monitor_ = std::make_unique<monitor>(io_.get_executor(), mep, *registry_,
                                              cfg_.max_monitor_connections);
         monitor_->set_config(redacted_json(cfg_));
         monitor_port_ = monitor_->port();
+        monitor_endpoint_ = endpoint_text(monitor_->endpoint());
     }
 }
 
@@ -106,7 +110,7 @@ server::~server() {
     registry_.reset();
 }
 
-void server::start() {
+void server::start(const nlohmann::ordered_json& extra) {
     if (listener_) {
         listener_->start();
     }
@@ -124,26 +128,64 @@ void server::start() {
                     io_.run();
                     return;
                 } catch (const std::exception& e) {
-                    spdlog::error("I/O thread: unhandled exception: {}", e.what());
+                    log::event(spdlog::level::err, "I/O thread: unhandled exception", {{"error", e.what()}});
                 }
             }
         });
     }
-    spdlog::info("larivd listening on {}{} (node {}, epoch {}, {} threads, max {} sessions){}",
-                 listener_ ? fmt::format("{}:{}", cfg_.listen_address, port_) : std::string("-"),
-                 tls_listener_ ? fmt::format(", TLS on {}:{}{}", cfg_.effective_tls_address(), tls_port_,
-                                             cfg_.tls_ca.empty() ? "" : " (client certificates required)")
-                               : std::string(),
-                 cfg_.node_id, cfg_.boot_epoch, n, max_sessions_,
-                 monitor_ ? fmt::format(", monitor on {}:{}", cfg_.monitor_address, monitor_port_)
-                          : std::string());
+    if (log::enabled(spdlog::level::info)) {
+        log::fields f = log::fields::object();
+        for (const auto& [k, v] : extra.items()) {
+            f[k] = v;
+        }
+        const nlohmann::ordered_json d = describe();  // named: items() of a temporary dangles
+        for (const auto& [k, v] : d.items()) {
+            f[k] = v;
+        }
+        log::event(spdlog::level::info, "larivd started", f);
+    }
+}
+
+nlohmann::ordered_json server::describe() const {
+    const registry_options& o = registry_->options();
+    nlohmann::ordered_json f = nlohmann::ordered_json::object();
+    f["version"] = LARIV_VERSION;
+    f["listen"] = listener_ ? endpoint_text(listener_->endpoint()) : std::string("off");
+    f["tls"] = tls_listener_ ? endpoint_text(tls_listener_->endpoint()) : std::string("off");
+    f["monitor"] = monitor_ ? monitor_endpoint_ : std::string("off");
+    f["node"] = cfg_.node_id;
+    f["epoch"] = cfg_.boot_epoch;
+    f["threads"] = cfg_.effective_threads();
+    // On or off only: a token never reaches a log line.
+    f["client_auth"] = !o.auth_token.empty();
+    f["admin_auth"] = !o.admin_token.empty();
+    f["tls_client_certs"] = tls_listener_ && !cfg_.tls_ca.empty();
+    f["max_sessions"] = max_sessions();
+    f["max_sessions_requested"] = cfg_.max_sessions;
+    f["max_sessions_per_ip"] = o.max_sessions_per_ip;
+    f["max_monitor_connections"] = cfg_.max_monitor_connections;
+    f["max_line"] = o.limits.max_line;
+    f["max_payload"] = o.limits.max_payload;
+    f["max_json"] = o.limits.max_json;
+    f["max_queue_bytes"] = o.max_queue_bytes;
+    f["slow_consumer"] = o.slow_consumer == slow_consumer_policy::drop ? "drop" : "disconnect";
+    f["rate_limit"] = o.rate_limit;
+    f["rate_burst"] = o.rate_burst;
+    f["handshake_timeout_ms"] = o.handshake_timeout_ms;
+    f["frame_timeout_ms"] = o.frame_timeout_ms;
+    f["heartbeat_ms"] = o.heartbeat_ms;
+    f["idle_timeout_ms"] = o.idle_timeout_ms;
+    f["write_deadline_ms"] = o.write_deadline_ms;
+    f["drain_timeout_ms"] = o.drain_timeout_ms;
+    return f;
 }
 
 void server::drain() {
     if (draining_.exchange(true) || stopped_.load()) {
         return;
     }
-    spdlog::info("draining: {} sessions, up to {} ms", registry_->size(), cfg_.drain_timeout_ms);
+    log::event(spdlog::level::info, "draining",
+               {{"sessions", registry_->size()}, {"drain_timeout_ms", cfg_.drain_timeout_ms}});
     shutdown_then_stop(std::chrono::milliseconds(cfg_.drain_timeout_ms));
 }
 
@@ -163,7 +205,10 @@ void server::shutdown_then_stop(std::chrono::milliseconds grace) {
     }
     registry_->async_shutdown(grace, [this, grace](std::error_code ec) {
         if (ec) {
-            spdlog::warn("shutdown: grace of {} ms over, remaining connections closed", grace.count());
+            log::event(spdlog::level::warn, "shutdown: grace over, remaining connections closed",
+                       {{"grace_ms", grace.count()}});
+        } else if (draining_.load()) {
+            log::event(spdlog::level::info, "drained: every session closed", {{"grace_ms", grace.count()}});
         }
         if (monitor_) {
             monitor_->stop();
@@ -197,8 +242,8 @@ void server::reload(const config& next) {
     if (tls_listener_ && next.tls_enabled()) {
         ctx = make_server_tls_context(tls_files_of(next));
     } else if (tls_listener_ || next.tls_enabled()) {
-        spdlog::warn("reload: turning TLS on or off needs a restart; the TLS listener stays {}",
-                     tls_listener_ ? "on with the current certificate" : "off");
+        log::event(spdlog::level::warn, "reload: turning TLS on or off needs a restart",
+                   {{"tls", tls_listener_ ? "stays on with the current certificate" : "stays off"}});
     }
     registry_->reload(opts);
     max_sessions_.store(clamped);
@@ -208,7 +253,8 @@ void server::reload(const config& next) {
             tls_ctx_.swap(ctx);
         }
         // `ctx` is now the old context: released here unless streams made from it still live.
-        spdlog::info("reload: TLS certificate {} loaded for new connections", next.tls_cert);
+        log::event(spdlog::level::info, "reload: TLS certificate loaded for new connections",
+                   {{"tls_cert", next.tls_cert}});
     }
 }
 
@@ -237,8 +283,10 @@ void server::on_tls_accept(asio::ip::tcp::socket s) {
             registry_stats& stats = registry_->stats();
             if (ec) {
                 stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
-                spdlog::debug("TLS handshake from {} failed: {}",
-                              detail::peer_text(ts.lowest_layer()), ec.message());
+                log::event(spdlog::level::debug, "TLS handshake failed", [&] {
+                    return log::fields{{"remote", detail::peer_text(ts.lowest_layer())},
+                                       {"error", ec.message()}};
+                });
                 return;  // the stream (and its socket) is destroyed with the handshake
             }
             stats.tls_handshakes.fetch_add(1, std::memory_order_relaxed);

@@ -8,9 +8,9 @@
 
 #include <asio/post.hpp>
 #include <asio/ssl/error.hpp>
-#include <spdlog/spdlog.h>
 
 #include "lariv/protocol/encoder.hpp"
+#include "lariv/server/log.hpp"
 
 namespace lariv::server {
 
@@ -477,9 +477,22 @@ void session::leave_registry(close_reason why) {
     if (published_) {
         core_->record_closed(*this, why);
     }
-    if (why != close_reason::client_closed && why != close_reason::client_quit) {
-        spdlog::debug("session {} {} closed: {}", id_.to_string(), remote_, to_string(why));
-    }
+    // A close the client asked for (FIN, QUIT) is routine: trace; any other reason: debug.
+    const bool routine = why == close_reason::client_closed || why == close_reason::client_quit;
+    log::event(routine ? spdlog::level::trace : spdlog::level::debug, "session closed", [&] {
+        return log::fields{
+            {"session", id_.to_string()},
+            {"remote", remote_},
+            {"name", name_},
+            {"reason", to_string(why)},
+            {"duration_ms", std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - created_).count()},
+            {"msgs_in", msgs_in_.load(std::memory_order_relaxed)},
+            {"msgs_out", msgs_out_.load(std::memory_order_relaxed)},
+            {"bytes_in", bytes_in_.load(std::memory_order_relaxed)},
+            {"bytes_out", bytes_out_.load(std::memory_order_relaxed)},
+            {"queued_bytes", queued_.load(std::memory_order_relaxed)},
+        };
+    });
     if (const auto& h = core_->host_hooks(); h.on_close && published_) {
         (void)core_->run_hook([&] { h.on_close(*this, why); });  // a throw is counted; the close goes on
     }

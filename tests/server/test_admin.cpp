@@ -133,7 +133,8 @@ TEST_CASE("auth: a refused HELLO is logged with the peer's address") {
     spdlog::default_logger()->sinks().pop_back();
     bool found = false;
     for (const auto& line : sink->last_formatted()) {
-        found = found || (line.find("HELLO auth failed from 127.0.0.1:") != std::string::npos);
+        // A structured event: its text payload is "HELLO auth failed remote=127.0.0.1:<port> ...".
+        found = found || (line.find("HELLO auth failed remote=127.0.0.1:") != std::string::npos);
     }
     CHECK(found);
 }

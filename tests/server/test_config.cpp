@@ -368,7 +368,8 @@ TEST_CASE("larivd: every key has a flag, and a bad value from any source exits 7
     for (const auto& s : srv::settings()) {
         CAPTURE(s.key);
         CHECK_MESSAGE(help.out.find(s.flag() + " ") != std::string::npos, "no flag ", s.flag());
-        CHECK(help.out.find("[" + s.range() + "]") != std::string::npos);
+        CHECK(help.out.find("[" + s.range() + "]; default " + s.default_text() + "; env " + s.env() +
+                            "; JSON " + s.json_key()) != std::string::npos);
         const std::string bad = bad_texts(s).front();
         // Flag, with a separate value ("--max-line -1") and with "=".
         auto r = run(larivd + " " + s.flag() + " " + sh_quote(bad) + " --check-config", true);

@@ -628,6 +628,7 @@ TEST_CASE("tls: the larivd binary serves TLS beside plaintext and loads a new ce
     CHECK(WEXITSTATUS(st) == 0);
     std::ifstream in(log);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    CHECK_MESSAGE(text.find("TLS on 127.0.0.1:" + std::to_string(tport)) != std::string::npos, text);
+    CHECK_MESSAGE(text.find("larivd started") != std::string::npos, text);
+    CHECK_MESSAGE(text.find(" tls=127.0.0.1:" + std::to_string(tport) + " ") != std::string::npos, text);
     CHECK_MESSAGE(text.find("TLS certificate") != std::string::npos, text);
 }

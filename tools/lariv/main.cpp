@@ -3,7 +3,8 @@
 // The connection's I/O runs on one background thread (an io_context); the main thread starts
 // operations and waits for their callbacks with a deadline (--timeout). Exit codes (sysexits.h
 // where one fits): 0 ok, 1 a negative server verdict, 64 usage error, 69 server unavailable,
-// 75 timeout, 77 not authorized.
+// 75 timeout, 77 not authorized. `lariv bench` (bench.cpp) has its own engine: one io_context per
+// client thread, no lariv::client.
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -26,6 +27,7 @@
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 
+#include "bench.hpp"
 #include "lariv/client/client.hpp"
 
 namespace {
@@ -44,7 +46,8 @@ constexpr int exit_noperm = 77;
 constexpr const char* exit_help =
     "Exit codes: 0 ok; 1 a negative server verdict (unknown_session, stale_session, queue_full, "
     "rate_limited, draining, ...); 64 usage error; 69 server unavailable (connect failed or "
-    "refused, connection lost); 75 timeout; 77 not authorized.\n"
+    "refused, connection lost); 75 timeout; 77 not authorized. bench: 1 a check failed (loss, "
+    "corruption, reordering, an error reply).\n"
     "Environment: LARIV_SERVER (host:port), LARIV_TOKEN, LARIV_ADMIN_TOKEN.";
 
 struct common_options {
@@ -576,6 +579,11 @@ int main(int argc, char** argv) {
     ping->add_option("--count", ping_count, "Pings to send")->check(CLI::Range(1U, 1000000U))->capture_default_str();
     ping->add_option("--interval", ping_interval, "Pause between pings, in ms")->capture_default_str();
 
+    lariv::tools::bench_options bench_opts;
+    auto* bench = app.add_subcommand(
+        "bench", "Load tool: churn | route | rate | idle against larivd (or nats-server, --protocol nats)");
+    lariv::tools::add_bench_options(*bench, bench_opts);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -610,6 +618,13 @@ int main(int argc, char** argv) {
     }
     if (*ping) {
         return run_ping(o, ping_count, ping_interval);
+    }
+    if (*bench) {
+        bench_opts.server = o.server;
+        bench_opts.server_given = app.get_option("--server")->count() > 0;
+        bench_opts.timeout_ms = o.timeout_ms;
+        bench_opts.json = o.json;
+        return lariv::tools::run_bench(std::move(bench_opts));
     }
     return exit_usage;
 }

@@ -78,6 +78,10 @@ struct setting {
     [[nodiscard]] std::string env() const;
     /// --key-with-dashes.
     [[nodiscard]] std::string flag() const;
+    /// Where it lives in a file: "port", "limits.max_line".
+    [[nodiscard]] std::string json_key() const;
+    /// Its default as JSON text: 7411, "127.0.0.1", "".
+    [[nodiscard]] std::string default_text() const;
     /// "0..65535", "disconnect|drop", "0..256 characters".
     [[nodiscard]] std::string range() const;
 };

@@ -37,7 +37,7 @@ class http_conn;
 
 class monitor {
 public:
-    /// Binds `ep` (throws std::system_error). `reg` must outlive the monitor and the HTTP
+    /// Binds `ep` (throws listen_error naming the "monitor" listener and `ep`). `reg` must outlive the monitor and the HTTP
     /// connections it accepted (stop() closes those). Past `max_connections` open HTTP
     /// connections, a new one is answered 503 at once.
     monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, registry& reg,
@@ -47,6 +47,8 @@ public:
     /// Stops accepting and closes the open HTTP connections (their handlers then run as no-ops).
     void stop();
     [[nodiscard]] std::uint16_t port() const noexcept;
+    /// The bound address and port.
+    [[nodiscard]] asio::ip::tcp::endpoint endpoint() const noexcept;
 
     /// The response body and status for a request target (path + query); for tests and embedders.
     struct response {

@@ -31,15 +31,22 @@ class monitor;
 class server {
 public:
     /// Validates `cfg` (throws config_error), clamps max_sessions to the fd limit, loads the TLS
-    /// files (throws config_error naming the key), binds the listening sockets (throws
-    /// std::system_error). Nothing runs until start().
+    /// files (throws config_error naming the key), resolves the addresses (an IP address, or a
+    /// name: its first address; config_error when it does not resolve) and binds the listening
+    /// sockets (throws listen_error naming the listener and the address). Nothing runs until
+    /// start().
     explicit server(const config& cfg, hooks h = {});
     ~server();
     server(const server&) = delete;
     server& operator=(const server&) = delete;
 
-    /// Starts the I/O threads and the accept loops.
-    void start();
+    /// Starts the I/O threads and the accept loops, and logs the startup line ("larivd started":
+    /// `extra`, e.g. larivd's config file, then describe()).
+    void start(const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
+    /// What the startup line shows: version, the bound listeners (or "off"), node, epoch,
+    /// threads, whether client auth, admin auth and client certificates are on (never a token),
+    /// and the effective limits (max_sessions after the fd clamp).
+    [[nodiscard]] nlohmann::ordered_json describe() const;
     /// Graceful: stop accepting, /healthz 503, then registry::async_shutdown(drain_timeout_ms):
     /// sessions are told, flushed and closed; the threads stop when it completes.
     /// Thread-safe, idempotent.
@@ -92,6 +99,7 @@ private:
     std::vector<std::thread> threads_;
     std::uint16_t port_ = 0;
     std::uint16_t monitor_port_ = 0;
+    std::string monitor_endpoint_;
     std::atomic<bool> draining_{false};
     std::atomic<bool> stopped_{false};
 };
