@@ -116,7 +116,14 @@ void session::refuse(error_code code, std::string_view text) {
 
 // ------------------------------------------------------------------------------------- reading
 
-void session::on_read(std::error_code ec, std::size_t n) {
+char* session::thread_read_buffer() {
+    // One per I/O thread, for every session it reads on readiness: the bytes are decoded (and
+    // a partial frame copied into the decoder) before the handler returns.
+    thread_local const std::unique_ptr<char[]> buf(new char[read_buffer_size]);
+    return buf.get();
+}
+
+void session::on_read(std::error_code ec, std::string_view in) {
     if (closed_) {
         return;
     }
@@ -130,10 +137,8 @@ void session::on_read(std::error_code ec, std::size_t n) {
     }
     last_input_ = clock::now();
     last_input_at_.store(last_input_.time_since_epoch().count(), std::memory_order_relaxed);
-    bytes_in_.store(bytes_in_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    bytes_in_.store(bytes_in_.load(std::memory_order_relaxed) + in.size(), std::memory_order_relaxed);
     outstanding_pings_ = 0;  // any input proves the peer is alive
-    std::string_view in(rbuf_.data(), n);
-    const bool grow = n == rbuf_.size() && rbuf_.size() < (64U << 10);
     // A draining session goes on reading until its -ERR draining is written out, and answers
     // every frame it reads (a SEND gets draining: PROTOCOL.md 2.3): what the client sent before
     // it could see the notice is answered. After that it stops reading, so a client that keeps
@@ -168,9 +173,6 @@ void session::on_read(std::error_code ec, std::size_t n) {
     } else if (frame_started_ == clock::time_point{}) {
         frame_started_ = last_input_;
         deadline_started(frame_started_ + std::chrono::milliseconds(core_->options().frame_timeout_ms));
-    }
-    if (grow) {
-        rbuf_.resize(rbuf_.size() * 2);  // `in` is consumed: the old bytes are no longer needed
     }
     start_read();
 }
@@ -272,8 +274,12 @@ void session::on_write(std::error_code ec, std::size_t n) {
     {
         std::lock_guard lk(out_mu_);
         writing_.clear();
-        if (writing_.capacity() > (64U << 10)) {
-            std::string().swap(writing_);  // do not keep a large buffer for an idle session
+        // Keep the buffer while more is queued (a busy session swaps the two buffers back and
+        // forth without allocating); give it back once the queue is empty, so an idle session
+        // holds no write buffer (its +HELLO's 200-odd bytes were most of one), and never keep
+        // more than 64 KiB.
+        if (pending_.empty() || writing_.capacity() > (64U << 10)) {
+            std::string().swap(writing_);
         }
         write_started_ = {};
         queued_.store(pending_.size(), std::memory_order_relaxed);

@@ -228,7 +228,7 @@ TEST_CASE("ACK verdict queue_full: a tiny target queue and a target that does no
         REQUIRE(t->all.get_future().wait_for(scaled(10000ms)) == std::future_status::ready);
         std::lock_guard lk(t->mu);
         for (const auto& ec : t->verdicts) {
-            CHECK((!ec || ec == error_code::queue_full));
+            CHECK_MESSAGE((!ec || ec == error_code::queue_full), ec.message());
             full = full || ec == error_code::queue_full;
         }
     }

@@ -76,15 +76,22 @@ protected:
             std::string remote);
 
     // The stream, per type (stream_session<Stream>).
-    virtual void start_read() = 0;   ///< async read into rbuf_, completing in on_read
+    virtual void start_read() = 0;   ///< an async read, completing in on_read
     virtual void start_write() = 0;  ///< async write of writing_, completing in on_write
     virtual void close_stream() noexcept = 0;
 
-    void on_read(std::error_code ec, std::size_t n);
+    /// `in`: the bytes read, valid only during the call (the decoder copies a partial frame).
+    void on_read(std::error_code ec, std::string_view in);
     void on_write(std::error_code ec, std::size_t n);
+    /// This thread's read buffer (read_buffer_size bytes), for streams read on readiness.
+    [[nodiscard]] static char* thread_read_buffer();
+    static constexpr std::size_t read_buffer_size = 64U << 10;
 
     asio::strand<asio::any_io_executor> strand_;
-    std::vector<char> rbuf_ = std::vector<char>(2048);  // grows x2 up to 64 KiB on full reads
+    // Streams that cannot report readiness (TLS: the SSL layer holds decrypted bytes the socket
+    // does not show) read into a buffer of their own: 2 KiB at the first read, x2 up to 64 KiB on
+    // full reads. Sockets read on readiness into the thread's buffer and keep none (idle memory).
+    std::vector<char> rbuf_;
     std::string writing_;
 
 private:
@@ -195,6 +202,15 @@ std::string peer_text(Socket& sock) {
 
 }  // namespace detail
 
+/// A stream whose socket is the stream itself (tcp::socket, local::stream_protocol::socket):
+/// readiness on the descriptor means bytes to read, so it can be read on readiness.
+template <class S>
+concept readable_on_readiness = requires(S& s, std::error_code& ec) {
+    s.async_wait(S::wait_read, [](std::error_code) {});
+    s.non_blocking(true, ec);
+    { s.read_some(asio::mutable_buffer(), ec) } -> std::convertible_to<std::size_t>;
+};
+
 /// A Lariv-protocol session over `Stream` (anything with async_read_some / async_write_some and an
 /// executor). The stream must be connected (and, for TLS, handshaken) when adopted.
 template <class Stream>
@@ -208,15 +224,75 @@ public:
             std::error_code ec;
             detail::lowest_socket(stream_).set_option(asio::ip::tcp::no_delay(true), ec);
         }
+        if constexpr (readable_on_readiness<Stream>) {
+            std::error_code ec;
+            stream_.non_blocking(true, ec);  // read_some after a readiness wait never blocks
+        }
     }
 
 private:
     void start_read() override {
-        stream_.async_read_some(
-            asio::buffer(rbuf_),
-            asio::bind_executor(strand_, [this, self = shared_from_this()](std::error_code ec, std::size_t n) {
-                on_read(ec, n);
-            }));
+        if constexpr (readable_on_readiness<Stream>) {
+            // Read on readiness into the thread's buffer: an idle session holds no read buffer.
+            // After a read that filled the buffer, more is probably waiting: read again at once
+            // (posted, so a peer that keeps sending never recurses the stack, and through the
+            // io_context's queue before the strand, as a completion is, so it takes its turn
+            // behind the write completions already queued: posting to the strand directly put
+            // each next read ahead of them, replies piled up and a small max_queue_bytes closed
+            // a pipelining client as a slow consumer). After a short read the socket was
+            // drained: wait for readability (async_wait re-arms the descriptor with epoll_ctl,
+            // which under EPOLLET reports bytes that arrived in between, so no wake-up is lost).
+            if (std::exchange(more_, false)) {
+                asio::post(stream_.get_executor(),
+                           asio::bind_executor(strand_, [this, self = shared_from_this()] { read_ready(); }));
+            } else {
+                wait_readable();
+            }
+        } else {
+            // Grown before the next read starts (never under one in flight): the last read's
+            // bytes are consumed by now.
+            if (rbuf_.empty()) {
+                rbuf_.resize(2048);
+            } else if (std::exchange(more_, false) && rbuf_.size() < read_buffer_size) {
+                rbuf_.resize(rbuf_.size() * 2);
+            }
+            stream_.async_read_some(
+                asio::buffer(rbuf_),
+                asio::bind_executor(strand_, [this, self = shared_from_this()](std::error_code ec, std::size_t n) {
+                    more_ = n == rbuf_.size();
+                    on_read(ec, {rbuf_.data(), n});
+                }));
+        }
+    }
+    void wait_readable() {
+        stream_.async_wait(Stream::wait_read,
+                           asio::bind_executor(strand_, [this, self = shared_from_this()](std::error_code e) {
+                               if (e) {
+                                   on_read(e, {});
+                               } else {
+                                   read_ready();
+                               }
+                           }));
+    }
+    /// Readiness path: one non-blocking read into the thread's buffer (a spurious wake-up
+    /// waits again).
+    void read_ready() {
+        // A session closed meanwhile: read_some fails on the closed socket, on_read ignores it.
+        char* buf = thread_read_buffer();
+        std::error_code ec;
+        // The read size grows as rbuf_ does (2 KiB, x2 on full reads, up to 64 KiB): a session
+        // answers each read's commands before the next read, so a small first read keeps the
+        // replies to a burst within a small max_queue_bytes.
+        const std::size_t n = stream_.read_some(asio::buffer(buf, read_size_), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+            wait_readable();
+            return;
+        }
+        more_ = !ec && n == read_size_;
+        if (more_ && read_size_ < read_buffer_size) {
+            read_size_ *= 2;
+        }
+        on_read(ec, {buf, n});
     }
     void start_write() override {
         asio::async_write(
@@ -235,6 +311,8 @@ private:
     }
 
     Stream stream_;
+    bool more_ = false;  // strand only: the last read filled its buffer (more is likely waiting)
+    std::uint32_t read_size_ = 2048;  // strand only: the readiness path's next read size
 };
 
 }  // namespace lariv::server
