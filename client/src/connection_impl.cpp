@@ -2,7 +2,12 @@
 // matched to commands in order and ACKs by token, all on one strand (detail/connection_impl.hpp).
 #include "lariv/client/detail/connection_impl.hpp"
 
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <array>
 #include <charconv>
+#include <cmath>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -11,7 +16,12 @@
 #include <asio/bind_executor.hpp>
 #include <asio/connect.hpp>
 #include <asio/error.hpp>
+#include <asio/ip/address.hpp>
 #include <asio/post.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/ssl/error.hpp>
+#include <asio/ssl/host_name_verification.hpp>
+#include <asio/ssl/stream.hpp>
 #include <asio/write.hpp>
 
 #include "lariv/client/connection.hpp"
@@ -22,13 +32,99 @@ namespace lariv::client::detail {
 
 using protocol::error_code;
 
+/// One transport connection: a TCP socket, or a TLS stream over one; the read buffer and the
+/// write in flight. The handlers of its I/O hold a share of it, so a link replaced by a
+/// reconnect lives (with the buffers its operations use) until they have run; they find
+/// `link_ != l` and do nothing. Everything else about the connection is the same over both.
+struct connection_impl::link {
+    using tls_stream = asio::ssl::stream<asio::ip::tcp::socket>;
+
+    link(const asio::strand<asio::any_io_executor>& s, asio::ssl::context* ctx) {
+        if (ctx != nullptr) {
+            tls.emplace(s, *ctx);
+        } else {
+            plain.emplace(s);
+        }
+    }
+    asio::ip::tcp::socket& socket() { return tls ? tls->next_layer() : *plain; }
+
+    template <class Handler>
+    void read_some(Handler&& h) {
+        if (tls) {
+            tls->async_read_some(asio::buffer(rbuf), std::forward<Handler>(h));
+        } else {
+            plain->async_read_some(asio::buffer(rbuf), std::forward<Handler>(h));
+        }
+    }
+    template <class Handler>
+    void write(Handler&& h) {
+        if (tls) {
+            asio::async_write(*tls, asio::buffer(writing), std::forward<Handler>(h));
+        } else {
+            asio::async_write(*plain, asio::buffer(writing), std::forward<Handler>(h));
+        }
+    }
+
+    std::optional<asio::ip::tcp::socket> plain;
+    std::optional<tls_stream> tls;
+    std::array<char, 64 * 1024> rbuf{};
+    std::string writing;  // the frames of the write in flight
+};
+
+namespace {
+
+/// A client context from `o`: TLS 1.2 minimum, no compression; the server verified unless
+/// verify_peer is off.
+std::error_code make_tls_context(const tls_options& o, std::shared_ptr<asio::ssl::context>& out) {
+    auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+    std::error_code ec;
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_compression |
+                         asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
+                         asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1,
+                     ec);
+    if (!ec && o.verify_peer) {
+        ctx->set_verify_mode(asio::ssl::verify_peer, ec);
+        if (!ec) {
+            if (o.ca_file.empty()) {
+                ctx->set_default_verify_paths(ec);
+            } else {
+                ctx->load_verify_file(o.ca_file, ec);
+            }
+        }
+    } else if (!ec) {
+        ctx->set_verify_mode(asio::ssl::verify_none, ec);
+    }
+    if (!ec && !o.cert_file.empty()) {
+        ctx->use_certificate_chain_file(o.cert_file, ec);
+        if (!ec) {
+            ctx->use_private_key_file(o.key_file.empty() ? o.cert_file : o.key_file,
+                                      asio::ssl::context::pem, ec);
+        }
+    }
+    if (!ec) {
+        out = std::move(ctx);
+    }
+    return ec;
+}
+
+/// A HELLO refusal that another attempt cannot change: the reconnect gives up at once.
+bool final_refusal(std::error_code ec) noexcept {
+    const auto c = protocol_code(ec);
+    return c && (*c == error_code::not_authorized || *c == error_code::unsupported_version ||
+                 *c == error_code::bad_json || *c == error_code::bad_syntax);
+}
+
+}  // namespace
+
 connection_impl::connection_impl(asio::any_io_executor ex, const connection_options& opts)
     : ex_(std::move(ex))
     , strand_(asio::make_strand(ex_))
     , opts_(opts)
     , resolver_(strand_)
-    , socket_(strand_)
-    , decoder_(limits_) {}
+    , decoder_(limits_)
+    , backoff_(strand_)
+    , rng_(std::random_device{}())
+    , events_(asio::make_strand(ex_)) {}
 
 connection_impl::~connection_impl() = default;
 
@@ -70,11 +166,21 @@ void connection_impl::post_close(op_ptr op) {
 }
 
 void connection_impl::post_abort() {
-    asio::post(strand_, [self = shared_from_this()] { self->fail(asio::error::operation_aborted); });
+    asio::post(strand_, [self = shared_from_this()] {
+        self->closing_ = true;
+        self->fail(asio::error::operation_aborted);
+    });
 }
 
 void connection_impl::post_cancel(std::uint64_t ticket) {
     asio::post(strand_, [self = shared_from_this(), ticket] { self->do_cancel(ticket); });
+}
+
+void connection_impl::post_reconnect_handler(std::function<void(const reconnect_event&)> h) {
+    asio::post(strand_, [self = shared_from_this(), h = std::move(h)]() mutable {
+        self->on_reconnect_ = h ? std::make_shared<std::function<void(const reconnect_event&)>>(std::move(h))
+                                : nullptr;
+    });
 }
 
 // ---- connecting --------------------------------------------------------------------------------
@@ -88,27 +194,52 @@ void connection_impl::do_connect(std::string host, std::string port, hello_optio
     set_state(state::connecting);
     connect_op_ = std::move(op);
     connect_ticket_ = ticket;
+    host_ = std::move(host);
+    port_ = std::move(port);
+    hello_opts_ = std::move(h);
+    if (opts_.tls) {
+        std::error_code ec;
+        if (opts_.tls->context) {
+            tls_ctx_ = opts_.tls->context;
+        } else {
+            ec = make_tls_context(*opts_.tls, tls_ctx_);
+        }
+        if (ec) {
+            fail(ec);  // a CA, certificate or key file that OpenSSL cannot load
+            return;
+        }
+    }
+    start_attempt();
+}
+
+void connection_impl::start_attempt() {
+    set_state(state::connecting);
+    link_ = std::make_shared<link>(strand_, tls_ctx_.get());
+    reading_ = false;
+    writing_now_ = false;
+    rpos_ = rlen_ = 0;
+    limits_ = protocol::limits{};
+    decoder_ = protocol::reply_decoder(limits_);
     resolver_.async_resolve(
-        host, port,
-        asio::bind_executor(strand_, [self = shared_from_this(), h = std::move(h)](
-                                         std::error_code ec, asio::ip::tcp::resolver::results_type eps) mutable {
-            if (self->state_ != state::connecting) {
+        host_, port_,
+        asio::bind_executor(strand_, [self = shared_from_this(), l = link_](
+                                         std::error_code ec, asio::ip::tcp::resolver::results_type eps) {
+            if (self->link_ != l || self->state_ != state::connecting) {
                 return;  // aborted meanwhile: fail() completed the operation
             }
             if (ec) {
                 self->fail(ec);
                 return;
             }
-            asio::async_connect(self->socket_, eps,
-                                asio::bind_executor(self->strand_, [self, h = std::move(h)](
-                                                                       std::error_code e, const auto&) {
-                                    self->on_connected(e, h);
+            asio::async_connect(l->socket(), eps,
+                                asio::bind_executor(self->strand_, [self, l](std::error_code e, const auto&) {
+                                    self->on_connected(l, e);
                                 }));
         }));
 }
 
-void connection_impl::on_connected(std::error_code ec, const hello_options& h) {
-    if (state_ != state::connecting) {
+void connection_impl::on_connected(const std::shared_ptr<link>& l, std::error_code ec) {
+    if (link_ != l || state_ != state::connecting) {
         return;
     }
     if (ec) {
@@ -117,14 +248,49 @@ void connection_impl::on_connected(std::error_code ec, const hello_options& h) {
     }
     if (opts_.no_delay) {
         std::error_code ignored;
-        socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+        l->socket().set_option(asio::ip::tcp::no_delay(true), ignored);
     }
+    if (!l->tls) {
+        begin_hello();
+        return;
+    }
+    // SNI (for a host name, not an address) and, when the context verifies the server, the name
+    // its certificate must carry.
+    const std::string& name = opts_.tls->server_name.empty() ? host_ : opts_.tls->server_name;
+    std::error_code not_ip;
+    (void)asio::ip::make_address(name, not_ip);
+    if (not_ip) {
+        SSL_set_tlsext_host_name(l->tls->native_handle(), name.c_str());
+    }
+    if ((SSL_CTX_get_verify_mode(tls_ctx_->native_handle()) & SSL_VERIFY_PEER) != 0) {
+        l->tls->set_verify_callback(asio::ssl::host_name_verification(name), ec);
+        if (ec) {
+            fail(ec);
+            return;
+        }
+    }
+    l->tls->async_handshake(asio::ssl::stream_base::client,
+                            asio::bind_executor(strand_, [self = shared_from_this(), l](std::error_code e) {
+                                if (self->link_ != l || self->state_ != state::connecting) {
+                                    return;
+                                }
+                                if (e) {
+                                    self->fail(e);  // e.g. "certificate verify failed"
+                                    return;
+                                }
+                                self->begin_hello();
+                            }));
+}
+
+void connection_impl::begin_hello() {
     set_state(state::handshaking);
-    // The HELLO is the first command: its +HELLO (or -ERR) completes the connect operation.
-    commands_.push_back({command_kind::hello, connect_ticket_, std::move(connect_op_),
+    // The HELLO is the first command: its +HELLO (or -ERR) completes the connect operation (a
+    // reconnect's has no operation: its outcome is an event).
+    commands_.push_back({command_kind::hello, connect_op_ ? connect_ticket_ : 0, std::move(connect_op_),
                          std::chrono::steady_clock::now()});
     std::string f;
-    protocol::encode(f, protocol::hello_msg{protocol::protocol_version, h.name, h.auth, h.verbose});
+    protocol::encode(f, protocol::hello_msg{protocol::protocol_version, hello_opts_.name, hello_opts_.auth,
+                                            hello_opts_.verbose});
     queue_frame(f);
     start_read();
 }
@@ -134,7 +300,7 @@ void connection_impl::on_connected(std::error_code ec, const hello_options& h) {
 void connection_impl::do_send(std::string frame, std::size_t payload_size, std::uint64_t ticket,
                               bool acked, op_ptr op) {
     if (state_ != state::open) {
-        finish(op, errc::not_connected);
+        finish(op, in_reconnect_ ? errc::reconnecting : errc::not_connected);
         return;
     }
     if (payload_size > limits_.max_payload) {
@@ -154,7 +320,7 @@ void connection_impl::do_send(std::string frame, std::size_t payload_size, std::
 
 void connection_impl::do_command(command_kind k, std::string frame, std::uint64_t ticket, op_ptr op) {
     if (state_ != state::open) {
-        finish(op, errc::not_connected);
+        finish(op, in_reconnect_ ? errc::reconnecting : errc::not_connected);
         return;
     }
     commands_.push_back({k, ticket, std::move(op), std::chrono::steady_clock::now()});
@@ -188,6 +354,7 @@ void connection_impl::do_receive(std::uint64_t ticket, op_ptr op) {
 }
 
 void connection_impl::do_close(op_ptr op) {
+    closing_ = true;  // whatever happens now, no reconnect
     switch (state_) {
         case state::open: {
             set_state(state::quitting);
@@ -208,6 +375,7 @@ void connection_impl::do_close(op_ptr op) {
             return;
         case state::connecting:
         case state::handshaking:
+        case state::reconnecting:  // the backoff wait (or the attempt) ends now
             fail(asio::error::operation_aborted);
             finish(op, {});
             return;
@@ -215,7 +383,7 @@ void connection_impl::do_close(op_ptr op) {
 }
 
 void connection_impl::do_cancel(std::uint64_t ticket) {
-    if (state_ == state::connecting && ticket == connect_ticket_) {
+    if (state_ == state::connecting && connect_op_ && ticket == connect_ticket_) {
         fail(asio::error::operation_aborted);
         return;
     }
@@ -254,24 +422,28 @@ void connection_impl::queue_frame(std::string_view bytes, op_ptr write_waiter) {
 }
 
 void connection_impl::start_write() {
-    if (writing_now_ || out_.empty() || state_ == state::closed) {
+    if (writing_now_ || out_.empty() || !link_ ||
+        (state_ != state::handshaking && state_ != state::open && state_ != state::quitting)) {
         return;
     }
     // Double buffering: everything queued so far goes out in one write; what is queued while it
     // is in flight waits in out_ for the next one.
-    writing_.swap(out_);
+    link_->writing.swap(out_);
     writing_waiters_.swap(out_waiters_);
     writing_now_ = true;
-    asio::async_write(socket_, asio::buffer(writing_),
-                      asio::bind_executor(strand_, [self = shared_from_this()](std::error_code ec, std::size_t) {
-                          self->on_write(ec);
-                      }));
+    auto done = [self = shared_from_this(), l = link_](std::error_code ec, std::size_t) {
+        if (self->link_ == l) {
+            self->on_write(ec);
+        }
+    };
+    link_->write(asio::bind_executor(strand_, std::move(done)));
 }
 
 void connection_impl::on_write(std::error_code ec) {
     writing_now_ = false;
-    writing_.clear();
-    if (state_ == state::closed) {
+    std::string& writing = link_->writing;
+    writing.clear();
+    if (state_ == state::closed || state_ == state::reconnecting) {
         return;  // fail() completed the waiters
     }
     if (ec) {
@@ -282,8 +454,8 @@ void connection_impl::on_write(std::error_code ec) {
         finish(w, {});
     }
     writing_waiters_.clear();
-    if (writing_.capacity() > (1U << 20)) {
-        std::string().swap(writing_);
+    if (writing.capacity() > (1U << 20)) {
+        std::string().swap(writing);
     }
     start_write();
 }
@@ -298,19 +470,22 @@ bool connection_impl::receive_full() const noexcept {
 }
 
 void connection_impl::start_read() {
-    if (reading_ || state_ == state::closed || rpos_ < rlen_) {
+    if (reading_ || !link_ || rpos_ < rlen_ ||
+        (state_ != state::handshaking && state_ != state::open && state_ != state::quitting)) {
         return;
     }
     reading_ = true;
-    socket_.async_read_some(asio::buffer(rbuf_),
-                            asio::bind_executor(strand_, [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                                self->on_read(ec, n);
-                            }));
+    auto done = [self = shared_from_this(), l = link_](std::error_code ec, std::size_t n) {
+        if (self->link_ == l) {
+            self->on_read(ec, n);
+        }
+    };
+    link_->read_some(asio::bind_executor(strand_, std::move(done)));
 }
 
 void connection_impl::on_read(std::error_code ec, std::size_t n) {
     reading_ = false;
-    if (state_ == state::closed) {
+    if (state_ == state::closed || state_ == state::reconnecting) {
         return;
     }
     if (ec) {
@@ -323,8 +498,11 @@ void connection_impl::on_read(std::error_code ec, std::size_t n) {
 }
 
 void connection_impl::pump() {
+    if (!link_) {
+        return;
+    }
     while (rpos_ < rlen_ && !receive_full()) {
-        auto r = decoder_.decode(std::string_view(rbuf_.data() + rpos_, rlen_ - rpos_));
+        auto r = decoder_.decode(std::string_view(link_->rbuf.data() + rpos_, rlen_ - rpos_));
         rpos_ += r.consumed;
         if (r.status == protocol::decode_status::need_more) {
             break;
@@ -337,7 +515,7 @@ void connection_impl::pump() {
             continue;  // a frame we cannot use, skipped by the decoder
         }
         handle(r.message);
-        if (state_ == state::closed) {
+        if (state_ == state::closed || state_ == state::reconnecting) {
             return;
         }
     }
@@ -454,10 +632,24 @@ void connection_impl::handle_body(protocol::body_kind kind, std::string_view jso
             return;
         }
         hello_ = *h;
+        publish_hello(hello_);
         // From here on the server's limits bound what it may send; swapping the decoder is safe
         // right after a complete frame (the next byte starts a new frame).
         limits_ = hello_.limits;
         decoder_ = protocol::reply_decoder(limits_);
+        ever_open_ = true;
+        if (in_reconnect_) {
+            in_reconnect_ = false;
+            reconnecting_.store(false, std::memory_order_release);
+            draining_.store(false, std::memory_order_release);  // a new session, maybe a new server
+            reconnect_event e;
+            e.what = reconnect_event::kind::reconnected;
+            e.old_id = lost_id_;
+            e.new_id = hello_.session;
+            e.attempt = attempt_;
+            attempt_ = 0;
+            emit(e);
+        }
         set_state(state::open);
         complete_front({}, {});
         return;
@@ -494,22 +686,53 @@ void connection_impl::fail(std::error_code ec) {
     if (state_ == state::closed) {
         return;
     }
-    const bool quitting = state_ == state::quitting;
-    set_state(state::closed);
-    end_ = ec;
+    if (may_reconnect(ec)) {
+        drop_link(ec);
+        return;
+    }
+    if (in_reconnect_ && !closing_) {
+        // An attempt refused for good (not_authorized, unsupported_version, ...).
+        reconnect_event e;
+        e.what = reconnect_event::kind::gave_up;
+        e.error = ec;
+        e.old_id = lost_id_;
+        e.attempt = attempt_;
+        emit(e);
+    }
+    close_for_good(ec);
+}
+
+bool connection_impl::may_reconnect(std::error_code ec) const noexcept {
+    if (!opts_.reconnect.enabled || !ever_open_ || closing_ || state_ == state::quitting) {
+        return false;
+    }
+    // Kicked (the server's -ERR not_authorized closing a session) is an administrator's
+    // decision, and a HELLO refused for good stays refused.
+    return !final_refusal(ec);
+}
+
+void connection_impl::close_link() {
     std::error_code ignored;
     resolver_.cancel();
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);  // the read and write in flight complete with operation_aborted
+    if (link_) {
+        link_->socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+        link_->socket().close(ignored);  // the read and write in flight complete with operation_aborted
+    }
+    reading_ = false;
+    writing_now_ = false;
+    out_.clear();
+    rpos_ = rlen_ = 0;
+}
+
+void connection_impl::fail_in_flight(std::error_code ec) {
     finish(connect_op_, ec);
-    // After QUIT the server's close is the expected end: the close operations succeed.
-    const bool quit_done = quitting && (ec == asio::error::eof || ec == asio::error::connection_reset);
     auto commands = std::move(commands_);
     commands_.clear();
     for (auto& c : commands) {
-        finish(c.op, c.kind == command_kind::quit && quit_done ? std::error_code{} : ec);
+        finish(c.op, ec);
     }
-    // A tokened SEND without an ACK at the end is not delivered (PROTOCOL.md section 2.3).
+    // A tokened SEND without an ACK at the end is not delivered (PROTOCOL.md section 2.3) or
+    // may have been: never resent.
     auto acks = std::move(acks_);
     acks_.clear();
     for (auto& [t, a] : acks) {
@@ -524,14 +747,87 @@ void connection_impl::fail(std::error_code ec) {
         finish(w, ec);
     }
     out_waiters_.clear();
-    out_.clear();
+}
+
+void connection_impl::drop_link(std::error_code ec) {
+    const bool lost = !in_reconnect_;  // a session ends here; else an attempt failed
+    close_link();
+    fail_in_flight(ec);  // receivers keep waiting: they get the new session's messages
+    reconnect_event e;
+    e.error = ec;
+    if (lost) {
+        in_reconnect_ = true;
+        reconnecting_.store(true, std::memory_order_release);
+        lost_id_ = hello_.session;
+        hello_.session = protocol::session_id{};
+        publish_hello(hello_);  // id() no longer names the lost session
+        attempt_ = 0;
+        e.what = reconnect_event::kind::lost;
+    } else {
+        e.what = reconnect_event::kind::attempt_failed;
+        e.attempt = attempt_;
+        if (opts_.reconnect.max_attempts != 0 && attempt_ >= opts_.reconnect.max_attempts) {
+            e.what = reconnect_event::kind::gave_up;
+            e.old_id = lost_id_;
+            emit(e);
+            close_for_good(ec);
+            return;
+        }
+    }
+    e.old_id = lost_id_;
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    e.next_delay = backoff_delay(opts_.reconnect, attempt_ + 1, std::min(u(rng_), 0.999999));
+    emit(e);
+    set_state(state::reconnecting);
+    backoff_.expires_after(e.next_delay);
+    backoff_.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](std::error_code t) {
+        self->on_backoff(t);
+    }));
+}
+
+void connection_impl::on_backoff(std::error_code ec) {
+    if (ec || state_ != state::reconnecting) {
+        return;  // cancelled: closed meanwhile
+    }
+    ++attempt_;
+    start_attempt();
+}
+
+void connection_impl::close_for_good(std::error_code ec) {
+    const bool quitting = state_ == state::quitting;
+    set_state(state::closed);
+    in_reconnect_ = false;
+    reconnecting_.store(false, std::memory_order_release);
+    end_ = ec;
+    backoff_.cancel();
+    close_link();
+    // After QUIT the server's close is the expected end: the close operations succeed (over TLS
+    // the server may close without a close_notify: stream_truncated).
+    const bool quit_done = quitting && (ec == asio::error::eof || ec == asio::error::connection_reset ||
+                                        ec == asio::ssl::error::stream_truncated);
+    for (auto& c : commands_) {
+        if (c.kind == command_kind::quit && quit_done) {
+            finish(c.op, {});
+        }
+    }
+    fail_in_flight(ec);
     // Receivers wait only while received_ is empty; what was received stays for async_receive.
     auto receivers = std::move(receivers_);
     receivers_.clear();
     for (auto& r : receivers) {
         finish(r.op, ec);
     }
-    rpos_ = rlen_ = 0;
+}
+
+void connection_impl::emit(reconnect_event e) {
+    if (on_reconnect_) {
+        asio::post(events_, [h = on_reconnect_, e] { (*h)(e); });
+    }
+}
+
+void connection_impl::publish_hello(const protocol::hello_reply& h) {
+    std::lock_guard lk(hello_mu_);
+    public_hello_ = h;
 }
 
 void connection_impl::finish(op_ptr& op, std::error_code ec, reply_data d) {
@@ -551,6 +847,18 @@ void connection_impl::set_state(state s) noexcept {
 }  // namespace lariv::client::detail
 
 namespace lariv::client {
+
+std::chrono::milliseconds backoff_delay(const reconnect_policy& p, std::uint32_t attempt,
+                                        double random01) noexcept {
+    const double mult = std::max(1.0, p.multiplier);
+    const double initial = static_cast<double>(std::max<std::int64_t>(0, p.initial_delay.count()));
+    const double cap = static_cast<double>(std::max<std::int64_t>(0, p.max_delay.count()));
+    const double grown = initial * std::pow(mult, static_cast<double>(attempt == 0 ? 0 : attempt - 1));
+    const double base = std::min(cap, std::isfinite(grown) ? grown : cap);
+    const double jitter = std::clamp(p.jitter, 0.0, 1.0);
+    const double r = std::clamp(random01, 0.0, 1.0);
+    return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(base * (1.0 - jitter * r))));
+}
 
 bool split_host_port(std::string_view server, std::string& host, std::string& port) {
     std::string_view h;

@@ -30,6 +30,7 @@ public:
             case errc::bad_reply: return "the server's reply breaks the protocol";
             case errc::payload_too_large: return "payload over the server's max_payload";
             case errc::bad_address: return "bad server address (expected host:port)";
+            case errc::reconnecting: return "reconnecting (the operation was not started)";
         }
         return "lariv.client error " + std::to_string(value);
     }

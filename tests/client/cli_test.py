@@ -5,10 +5,12 @@ Usage: cli_test.py <larivd> <lariv>
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
@@ -32,11 +34,29 @@ def run(*args, env=None, stdin=None, timeout=30):
     return p.returncode, p.stdout, p.stderr
 
 
+def make_certs(d):
+    """A CA, a server certificate from it for 127.0.0.1 and localhost, and an unrelated CA."""
+    sh = f"""set -eu
+cd '{d}'
+o() {{ openssl "$@" >/dev/null 2>&1; }}
+o req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 30 -subj /CN=cli-ca
+o req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key -out other.pem -days 30 -subj /CN=other
+o req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout srv.key -out srv.csr -subj /CN=larivd
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > srv.ext
+o x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 7 -days 30 -extfile srv.ext -out srv.pem
+"""
+    subprocess.run(["sh", "-c", sh], check=True)
+
+
 def main():
     port = free_port()
+    tls_port = free_port()
     server = f"127.0.0.1:{port}"
+    certs = tempfile.mkdtemp(prefix="lariv_cli_tls_")
+    make_certs(certs)
     d = subprocess.Popen([LARIVD, "--port", str(port), "--monitor-port", "0", "--admin-token", ADMIN,
-                          "--log-level", "warn"])
+                          "--log-level", "warn", "--tls-cert", f"{certs}/srv.pem", "--tls-key", f"{certs}/srv.key",
+                          "--tls-port", str(tls_port)])
 
     def up():
         try:
@@ -141,6 +161,26 @@ def main():
         mute.close()
         check(rc == 75, f"no answer within --timeout exits 75: rc={rc} err={err!r}")
 
+        # TLS: listen with the CA from LARIV_TLS_CA (--tls turns TLS on), send with --tls-ca.
+        tls_server = f"127.0.0.1:{tls_port}"
+        tenv = dict(os.environ, LARIV_TLS_CA=f"{certs}/ca.pem")
+        tls_listener = subprocess.Popen([LARIV, "--tls", "--server", tls_server, "listen", "--name", "tls"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tenv)
+        tls_id = tls_listener.stdout.readline().strip()
+        check(len(tls_id) == 32, f"listen --tls prints its id: {tls_id!r}")
+        rc, out, err = run("--server", tls_server, "--tls-ca", f"{certs}/ca.pem", "send", tls_id, "over tls", "--ack")
+        check(rc == 0 and out.strip() == "ok", f"send over TLS (--tls-ca): rc={rc} out={out!r} err={err!r}")
+        line = tls_listener.stdout.readline().rstrip("\n")
+        check(line.endswith(" over tls"), f"the TLS listener gets it: {line!r}")
+        rc, out, err = run("--server", tls_server, "--tls-ca", f"{certs}/other.pem", "ping", "--count", "1")
+        check(rc == 69 and "certificate verify failed" in err, f"a wrong CA exits 69: rc={rc} err={err!r}")
+        rc, out, err = run("--server", tls_server, "--tls-insecure", "ping", "--count", "1")
+        check(rc == 0 and "warning" in err, f"--tls-insecure connects and warns: rc={rc} err={err!r}")
+        rc, out, err = run("ping", "--count", "1", env=dict(tenv, LARIV_SERVER=server))
+        check(rc == 0, f"LARIV_TLS_CA alone does not turn TLS on: rc={rc} err={err!r}")
+        tls_listener.send_signal(signal.SIGTERM)
+        check(tls_listener.wait(timeout=10 * SCALE) == 0, "the TLS listen exits 0 on SIGTERM")
+
         # SIGTERM ends listen with 0.
         listener.send_signal(signal.SIGTERM)
         lrc = listener.wait(timeout=10 * SCALE)
@@ -154,6 +194,7 @@ def main():
             d.wait(timeout=15 * SCALE)
         except subprocess.TimeoutExpired:
             d.kill()
+        shutil.rmtree(certs, ignore_errors=True)
     if failures:
         print(f"{len(failures)} failure(s)")
         return 1

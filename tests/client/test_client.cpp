@@ -4,6 +4,11 @@
 // The client side runs on its own io_context thread; tests start operations with callbacks that
 // fill promises of (error_code, value) tuples, so no std::future exception path is involved
 // (TSan reports false positives there).
+//
+// Also: the reconnect policy (a server restarted on the same port, in-process and larivd; the
+// backoff schedule and its spacing; giving up; async_close and destruction during a backoff; a
+// scripted server that drops the connection with an acked SEND pending) and TLS (the test PKI of
+// tests/server/pki.hpp: CA verification, a wrong CA or host name, mTLS, the caller's context).
 #include "lariv/client/client.hpp"
 
 #include <doctest/doctest.h>
@@ -12,21 +17,34 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <sys/socket.h>
+
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/read_until.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/streambuf.hpp>
 #include <asio/use_future.hpp>
+#include <asio/write.hpp>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "lariv/protocol/encoder.hpp"
+#include "pki.hpp"
 #include "support.hpp"
 
 namespace {
@@ -545,8 +563,9 @@ namespace {
 /// larivd started as a child process on a free port.
 class larivd_process {
 public:
-    explicit larivd_process(std::vector<std::string> extra = {}) {
-        port_ = lariv::test::free_port();
+    /// `port` 0: a free one.
+    explicit larivd_process(std::vector<std::string> extra = {}, std::uint16_t port = 0) {
+        port_ = port != 0 ? port : lariv::test::free_port();
         std::vector<std::string> args{LARIV_LARIVD_PATH, "--port", std::to_string(port_), "--monitor-port", "0",
                                       "--log-level", "warn", "--node-id", "5"};
         args.insert(args.end(), extra.begin(), extra.end());
@@ -609,4 +628,545 @@ TEST_CASE("against larivd: route with acks, then SIGKILL mid-send fails every pe
     }
     CHECK(errors >= 1);
     CHECK(eventually([&] { return !a.is_open(); }, scaled(2000ms)));
+}
+
+// ---- reconnect ---------------------------------------------------------------------------------
+
+namespace {
+
+using kind = lc::reconnect_event::kind;
+using clock_type = std::chrono::steady_clock;
+
+/// Records the reconnect events of a connection, with the time each handler ran.
+struct event_log {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::pair<lc::reconnect_event, clock_type::time_point>> events;
+
+    static std::function<void(const lc::reconnect_event&)> handler(const std::shared_ptr<event_log>& log) {
+        return [log](const lc::reconnect_event& e) {
+            std::lock_guard lk(log->mu);
+            log->events.emplace_back(e, clock_type::now());
+            log->cv.notify_all();
+        };
+    }
+    /// The first event of kind `k` (waits for it at most `timeout`).
+    std::optional<lc::reconnect_event> wait(kind k, ms timeout = scaled(10000ms)) {
+        std::unique_lock lk(mu);
+        std::optional<lc::reconnect_event> found;
+        cv.wait_for(lk, timeout, [&] {
+            for (const auto& [e, t] : events) {
+                if (e.what == k) {
+                    found = e;
+                    return true;
+                }
+            }
+            return false;
+        });
+        return found;
+    }
+    std::vector<std::pair<lc::reconnect_event, clock_type::time_point>> snapshot() {
+        std::lock_guard lk(mu);
+        return events;
+    }
+};
+
+lc::connection_options reconnecting(ms initial, ms max, std::uint32_t max_attempts = 0, double jitter = 0.2) {
+    lc::connection_options o;
+    o.reconnect.enabled = true;
+    o.reconnect.initial_delay = initial;
+    o.reconnect.max_delay = max;
+    o.reconnect.multiplier = 2.0;
+    o.reconnect.jitter = jitter;
+    o.reconnect.max_attempts = max_attempts;
+    return o;
+}
+
+/// Starts async_receive now; the future gets its result.
+std::future<std::tuple<std::error_code, lc::message>> receive_later(lc::connection& c) {
+    auto p = std::make_shared<std::promise<std::tuple<std::error_code, lc::message>>>();
+    auto f = p->get_future();
+    c.async_receive([p](std::error_code ec, lc::message m) { p->set_value({ec, std::move(m)}); });
+    return f;
+}
+
+}  // namespace
+
+TEST_CASE("reconnect: the backoff schedule grows by the multiplier up to max_delay, jitter takes up to its fraction") {
+    lc::reconnect_policy p;
+    p.initial_delay = 100ms;
+    p.max_delay = 1000ms;
+    p.multiplier = 2.0;
+    p.jitter = 0.5;
+    CHECK(lc::backoff_delay(p, 1, 0.0) == 100ms);
+    CHECK(lc::backoff_delay(p, 2, 0.0) == 200ms);
+    CHECK(lc::backoff_delay(p, 4, 0.0) == 800ms);
+    CHECK(lc::backoff_delay(p, 5, 0.0) == 1000ms);    // 1600 capped
+    CHECK(lc::backoff_delay(p, 1000, 0.0) == 1000ms);  // no overflow
+    CHECK(lc::backoff_delay(p, 1, 0.5) == 75ms);
+    CHECK(lc::backoff_delay(p, 5, 0.999) >= 500ms);    // never below (1 - jitter) * base
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (std::uint32_t k = 1; k < 12; ++k) {
+        const auto d = lc::backoff_delay(p, k, u(rng));
+        const auto base = lc::backoff_delay(p, k, 0.0);
+        CHECK(d <= base);
+        CHECK(d >= base / 2);
+    }
+    p.jitter = 0.0;
+    p.multiplier = 0.5;  // counts as 1: a constant delay
+    CHECK(lc::backoff_delay(p, 7, 0.9) == 100ms);
+}
+
+TEST_CASE("reconnect: a server restarted on the same port: lost and reconnected events, a new id, routing after") {
+    auto cfg = test_config();
+    auto s = std::make_unique<test_server>(cfg);
+    const std::uint16_t port = s->port();
+    auto log = std::make_shared<event_log>();
+    client_io cio;
+    lc::connection a(cio.ex(), reconnecting(20ms, 200ms));
+    a.on_reconnect(event_log::handler(log));
+    REQUIRE_FALSE(connect(a, port, {"a", "", false}));
+    const auto old_id = a.id();
+    auto pending = receive_later(a);  // started before the drop: it waits across the reconnect
+
+    s->shutdown();
+    auto lost = log->wait(kind::lost);
+    REQUIRE(lost);
+    CHECK(lost->old_id == old_id);
+    CHECK(lost->error);
+    CHECK(a.reconnecting());
+    CHECK_FALSE(a.is_open());
+    CHECK(a.id() == proto::session_id{});  // the old id is gone
+    // New operations fail fast while reconnecting (the server is down, so it still is).
+    CHECK(ping(a) == lc::errc::reconnecting);
+    CHECK(send_acked(a, old_id, "x") == lc::errc::reconnecting);
+    CHECK(pending.wait_for(0ms) == std::future_status::timeout);
+    REQUIRE(log->wait(kind::attempt_failed));  // connection refused while no server listens
+
+    cfg.port = port;
+    s = std::make_unique<test_server>(cfg);
+    auto back = log->wait(kind::reconnected);
+    REQUIRE(back);
+    CHECK(back->old_id == old_id);
+    CHECK(back->new_id != old_id);
+    CHECK(back->attempt >= 2);
+    CHECK(a.id() == back->new_id);
+    CHECK(eventually([&] { return a.is_open() && !a.reconnecting(); }, scaled(2000ms)));
+    REQUIRE(s->reg().find(a.id()) != nullptr);
+    auto [iec, info] = wait<std::error_code, proto::session_info>([&](auto cb) { a.async_info(a.id(), std::move(cb)); });
+    CHECK_FALSE(iec);
+    CHECK(info.name == "a");  // the same hello options
+    // Routing to the new id reaches the receive started before the drop; and back.
+    lc::connection b(cio.ex());
+    REQUIRE_FALSE(connect(b, port));
+    CHECK_FALSE(send_acked(b, a.id(), "after the restart"));
+    REQUIRE(pending.wait_for(scaled(5000ms)) == std::future_status::ready);
+    auto [rec, m] = pending.get();
+    CHECK_FALSE(rec);
+    CHECK(m.from == b.id());
+    CHECK(m.payload == "after the restart");
+    CHECK_FALSE(send_acked(a, b.id(), "back"));
+    auto [bec, bm] = receive(b);
+    CHECK_FALSE(bec);
+    CHECK(bm.payload == "back");
+}
+
+TEST_CASE("reconnect: larivd drained (SIGTERM) and started again on the same port") {
+    const std::uint16_t port = lariv::test::free_port();
+    auto d = std::make_unique<larivd_process>(std::vector<std::string>{"--drain-timeout-ms", "200"}, port);
+    auto log = std::make_shared<event_log>();
+    client_io cio;
+    lc::connection a(cio.ex(), reconnecting(20ms, 200ms));
+    a.on_reconnect(event_log::handler(log));
+    REQUIRE_FALSE(connect(a, port, {"a", "", false}));
+    const auto old_id = a.id();
+    d->kill(SIGTERM);  // a draining close: -ERR draining, then the server closes
+    auto lost = log->wait(kind::lost);
+    REQUIRE(lost);
+    CHECK(lost->old_id == old_id);
+    d = std::make_unique<larivd_process>(std::vector<std::string>{}, port);
+    auto back = log->wait(kind::reconnected, scaled(15000ms));
+    REQUIRE(back);
+    CHECK(back->new_id != old_id);
+    CHECK(a.id() == back->new_id);
+    CHECK_FALSE(a.draining());  // the new session is not draining
+    CHECK(a.server_hello().node == 5);
+    lc::connection b(cio.ex());
+    REQUIRE_FALSE(connect(b, port));
+    CHECK_FALSE(send_acked(b, a.id(), "via the new larivd"));
+    auto [ec, m] = receive(a);
+    CHECK_FALSE(ec);
+    CHECK(m.payload == "via the new larivd");
+}
+
+TEST_CASE("reconnect: attempts are spaced by the backoff, and after max_attempts the error surfaces") {
+    auto s = std::make_unique<test_server>(test_config());
+    auto log = std::make_shared<event_log>();
+    client_io cio;
+    lc::connection a(cio.ex(), reconnecting(40ms, 1000ms, 4, 0.25));
+    a.on_reconnect(event_log::handler(log));
+    REQUIRE_FALSE(connect(a, s->port()));
+    auto pending = receive_later(a);
+    s->shutdown();  // and nothing listens there again: every attempt is refused
+    auto gave_up = log->wait(kind::gave_up, scaled(20000ms));
+    REQUIRE(gave_up);
+    CHECK(gave_up->attempt == 4);
+    CHECK(gave_up->error == asio::error::connection_refused);
+    REQUIRE(pending.wait_for(scaled(2000ms)) == std::future_status::ready);
+    CHECK(std::get<0>(pending.get()) == asio::error::connection_refused);  // the pending receive gets it
+    CHECK(eventually([&] { return !a.reconnecting(); }, scaled(2000ms)));
+    CHECK_FALSE(a.is_open());
+    CHECK(ping(a) == lc::errc::not_connected);
+    CHECK(std::get<0>(receive(a)) == asio::error::connection_refused);
+
+    const auto ev = log->snapshot();
+    REQUIRE(ev.size() == 5);  // lost, 3 x attempt_failed, gave_up
+    CHECK(ev[0].first.what == kind::lost);
+    lc::reconnect_policy p = reconnecting(40ms, 1000ms, 4, 0.25).reconnect;
+    ms total{0};
+    for (std::size_t i = 0; i < 4; ++i) {
+        const auto& e = ev[i].first;
+        CHECK(e.what == (i == 0 ? kind::lost : kind::attempt_failed));
+        CHECK(e.attempt == i);
+        // Within [(1 - jitter) * base, base] of attempt i + 1.
+        const auto base = lc::backoff_delay(p, static_cast<std::uint32_t>(i + 1), 0.0);
+        CHECK(e.next_delay <= base);
+        CHECK(e.next_delay >= base * 3 / 4 - 1ms);
+        total += e.next_delay;
+    }
+    // The waits really happened: timers never fire early, so the span from the drop to giving up
+    // is at least their sum (less a margin for when the first handler ran); no upper bound.
+    const auto span = std::chrono::duration_cast<ms>(ev[4].second - ev[0].second);
+    CHECK(span >= total * 9 / 10);
+    MESSAGE("backoff waits " << total.count() << " ms, drop to give-up " << span.count() << " ms");
+}
+
+TEST_CASE("reconnect: async_close and destruction during a backoff wait complete promptly") {
+    auto s = std::make_unique<test_server>(test_config());
+    auto log = std::make_shared<event_log>();
+    auto log2 = std::make_shared<event_log>();
+    client_io cio;
+    lc::connection a(cio.ex(), reconnecting(60000ms, 60000ms));  // a minute's wait
+    a.on_reconnect(event_log::handler(log));
+    auto b = std::make_unique<lc::connection>(cio.ex(), reconnecting(60000ms, 60000ms));
+    b->on_reconnect(event_log::handler(log2));
+    REQUIRE_FALSE(connect(a, s->port()));
+    REQUIRE_FALSE(connect(*b, s->port()));
+    auto pa = receive_later(a);
+    auto pb = receive_later(*b);
+    s->shutdown();
+    REQUIRE(log->wait(kind::lost));
+    REQUIRE(log2->wait(kind::lost));
+    const auto t0 = clock_type::now();
+    CHECK_FALSE(std::get<0>(wait<std::error_code>([&](auto cb) { a.async_close(std::move(cb)); }, scaled(2000ms))));
+    REQUIRE(pa.wait_for(scaled(2000ms)) == std::future_status::ready);
+    CHECK(std::get<0>(pa.get()) == asio::error::operation_aborted);
+    CHECK_FALSE(a.reconnecting());
+    CHECK(ping(a) == lc::errc::not_connected);
+    b.reset();  // the destructor stops the wait too
+    REQUIRE(pb.wait_for(scaled(2000ms)) == std::future_status::ready);
+    CHECK(std::get<0>(pb.get()) == asio::error::operation_aborted);
+    CHECK(clock_type::now() - t0 < scaled(5000ms));
+    CHECK(log->snapshot().size() == 1);  // no attempt, no gave_up: closed by us
+    // cio's destructor joins its thread: no timer is left holding the io_context.
+}
+
+namespace {
+
+/// A scripted Lariv server on 127.0.0.1: accepts two connections one after the other and sends
+/// each +HELLO with the id id(n). The first is closed as soon as a SEND and a PING arrived (so
+/// both are pending at the client); the second records what it receives until EOF.
+class fake_server {
+public:
+    fake_server()
+        : acceptor_(io_, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0))
+        , listen_fd_(acceptor_.native_handle())
+        , port_(acceptor_.local_endpoint().port())
+        , thread_([this] { run(); }) {}
+    ~fake_server() {
+        // Wake a blocked accept or read, then join.
+        ::shutdown(listen_fd_, SHUT_RDWR);
+        {
+            std::lock_guard lk(fd_mu_);  // the thread closes its socket only after it cleared conn_fd_
+            if (conn_fd_ >= 0) {
+                ::shutdown(conn_fd_, SHUT_RDWR);
+            }
+        }
+        thread_.join();
+    }
+    fake_server(const fake_server&) = delete;
+    fake_server& operator=(const fake_server&) = delete;
+
+    [[nodiscard]] std::uint16_t port() const { return port_; }
+    static proto::session_id id(int n) {
+        return proto::session_id::make(9, 77, 3, static_cast<std::uint32_t>(n + 1));
+    }
+    /// What connection `n` received so far.
+    std::string received(int n) {
+        std::lock_guard lk(mu_);
+        return received_[n];
+    }
+
+private:
+    void run() {
+        for (int n = 0; n < 2; ++n) {
+            asio::ip::tcp::socket s(io_);
+            std::error_code ec;
+            acceptor_.accept(s, ec);
+            if (ec) {
+                return;
+            }
+            set_conn_fd(s.native_handle());
+            struct clear_fd {  // destroyed before `s` closes the descriptor
+                fake_server* f;
+                ~clear_fd() { f->set_conn_fd(-1); }
+            } guard{this};
+            asio::streambuf buf;
+            asio::read_until(s, buf, "\r\n", ec);  // HELLO
+            if (ec) {
+                return;
+            }
+            proto::hello_reply h;
+            h.session = id(n);
+            h.node = 9;
+            h.server = "fake/1";
+            std::string out;
+            proto::encode(out, h);
+            asio::write(s, asio::buffer(out), ec);
+            if (ec) {
+                return;
+            }
+            if (n == 0) {
+                asio::read_until(s, buf, "PING\r\n", ec);
+                record(n, buf);
+                set_conn_fd(-1);
+                s.close(ec);  // the drop, with the SEND's ACK and the PONG never sent
+                continue;
+            }
+            record(n, buf);
+            char tmp[4096];
+            for (;;) {
+                const std::size_t k = s.read_some(asio::buffer(tmp), ec);
+                if (ec) {
+                    break;
+                }
+                std::lock_guard lk(mu_);
+                received_[n].append(tmp, k);
+            }
+        }
+    }
+    void set_conn_fd(int fd) {
+        std::lock_guard lk(fd_mu_);
+        conn_fd_ = fd;
+    }
+    void record(int n, asio::streambuf& buf) {
+        std::lock_guard lk(mu_);
+        received_[n].append(static_cast<const char*>(buf.data().data()), buf.size());
+    }
+
+    asio::io_context io_;
+    asio::ip::tcp::acceptor acceptor_;
+    int listen_fd_;
+    std::uint16_t port_;
+    std::mutex mu_;
+    std::string received_[2];
+    std::mutex fd_mu_;
+    int conn_fd_ = -1;  // the connection being served, under fd_mu_
+    std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("reconnect: operations pending at the drop fail with the transport's error, the SEND is never resent") {
+    fake_server f;
+    auto log = std::make_shared<event_log>();
+    client_io cio;
+    lc::connection c(cio.ex(), reconnecting(10ms, 100ms));
+    c.on_reconnect(event_log::handler(log));
+    REQUIRE_FALSE(connect(c, f.port()));
+    CHECK(c.id() == fake_server::id(0));
+    const auto target = proto::session_id::make(9, 77, 5, 1);
+    auto sent = std::make_shared<std::promise<std::error_code>>();
+    auto pinged = std::make_shared<std::promise<std::error_code>>();
+    asio::post(cio.io, [&, sent, pinged] {
+        c.async_send_acked(target, "never-resent", [sent](std::error_code ec) { sent->set_value(ec); });
+        c.async_ping([pinged](std::error_code ec, auto) { pinged->set_value(ec); });
+    });
+    auto fs = sent->get_future();
+    auto fp = pinged->get_future();
+    REQUIRE(fs.wait_for(scaled(5000ms)) == std::future_status::ready);
+    REQUIRE(fp.wait_for(scaled(5000ms)) == std::future_status::ready);
+    const auto sec = fs.get();
+    const auto pec = fp.get();
+    CHECK_MESSAGE((sec == asio::error::eof || sec == asio::error::connection_reset), sec.message());
+    CHECK_MESSAGE((pec == asio::error::eof || pec == asio::error::connection_reset), pec.message());
+    CHECK(f.received(0).find("never-resent") != std::string::npos);  // it did reach the server
+
+    auto lost = log->wait(kind::lost);
+    REQUIRE(lost);
+    CHECK(lost->old_id == fake_server::id(0));
+    CHECK(lost->error == sec);
+    auto back = log->wait(kind::reconnected);
+    REQUIRE(back);
+    CHECK(back->old_id == fake_server::id(0));
+    CHECK(back->new_id == fake_server::id(1));
+    CHECK(c.id() == fake_server::id(1));
+    // A SEND started now goes out on the new connection; the one pending at the drop does not.
+    CHECK_FALSE(std::get<0>(wait<std::error_code>([&](auto cb) { c.async_send(target, "fresh", std::move(cb)); })));
+    CHECK(eventually([&] { return f.received(1).find("fresh") != std::string::npos; }, scaled(2000ms)));
+    const std::string second = f.received(1);
+    CHECK(second.rfind("HELLO", 0) == 0);  // the same HELLO again first
+    CHECK(second.find("never-resent") == std::string::npos);
+    c.close();
+}
+
+// ---- TLS ---------------------------------------------------------------------------------------
+
+namespace {
+
+using lariv::test::test_pki;
+
+/// A server config with TLS (certificate larivd-A, for localhost and 127.0.0.1) on an ephemeral
+/// port beside the plaintext one; `mtls`: client certificates from the test CA required.
+lariv::server::config tls_server_config(bool mtls = false) {
+    auto c = test_config();
+    c.tls_cert = test_pki().path("server-a.pem");
+    c.tls_key = test_pki().path("server-a.key");
+    c.tls_port = 0;
+    if (mtls) {
+        c.tls_ca = test_pki().path("ca.pem");
+    }
+    return c;
+}
+
+/// Client options that verify the server with CA `ca` (a PKI name) and present `cert`, if any.
+lc::connection_options tls_client(const std::string& ca = "ca", const std::string& cert = {}) {
+    lc::tls_options t;
+    t.ca_file = test_pki().path(ca + ".pem");
+    if (!cert.empty()) {
+        t.cert_file = test_pki().path(cert + ".pem");
+        t.key_file = test_pki().path(cert + ".key");
+    }
+    lc::connection_options o;
+    o.tls = t;
+    return o;
+}
+
+std::error_code connect_to(lc::connection& c, const std::string& server) {
+    return std::get<0>(wait<std::error_code>([&](auto cb) { c.async_connect(server, {}, std::move(cb)); }));
+}
+
+}  // namespace
+
+TEST_CASE("tls: connect with the CA (by name and by address), route both ways with a plaintext client, QUIT") {
+    test_server s(tls_server_config());
+    const std::string port = std::to_string(s.get().tls_port());
+    client_io cio;
+    lc::connection t(cio.ex(), tls_client());
+    lc::connection by_ip(cio.ex(), tls_client());
+    lc::connection plain(cio.ex());
+    REQUIRE_FALSE(connect_to(t, "localhost:" + port));  // SNI and host name verification
+    REQUIRE_FALSE(connect_to(by_ip, "127.0.0.1:" + port));  // the certificate's IP SAN
+    REQUIRE_FALSE(connect(plain, s.port()));
+    CHECK(s.stats().tls_handshakes.load() == 2);
+    std::string big(100000, 'b');  // more than one TLS record
+    CHECK_FALSE(send_acked(t, plain.id(), big));
+    auto [ec, m] = receive(plain);
+    CHECK_FALSE(ec);
+    CHECK(m.payload == big);
+    CHECK(m.from == t.id());
+    CHECK_FALSE(send_acked(plain, t.id(), "to TLS"));
+    auto [ec2, m2] = receive(t);
+    CHECK_FALSE(ec2);
+    CHECK(m2.payload == "to TLS");
+    CHECK_FALSE(send_acked(by_ip, t.id(), "TLS to TLS"));
+    CHECK(std::get<1>(receive(t)).payload == "TLS to TLS");
+    CHECK_FALSE(ping(t));
+    // QUIT over TLS: the server's close (with or without close_notify) is the expected end.
+    CHECK_FALSE(std::get<0>(wait<std::error_code>([&](auto cb) { t.async_close(std::move(cb)); })));
+}
+
+TEST_CASE("tls: a wrong CA or a wrong host name fails the handshake with OpenSSL's reason") {
+    test_server s(tls_server_config());
+    const std::string port = std::to_string(s.get().tls_port());
+    client_io cio;
+    lc::connection wrong_ca(cio.ex(), tls_client("other-ca"));
+    const auto ec = connect_to(wrong_ca, "localhost:" + port);
+    REQUIRE(ec);
+    MESSAGE("wrong CA: " << std::string(ec.category().name()) << ": " << ec.message());
+    CHECK(ec.message().find("certificate verify failed") != std::string::npos);
+    CHECK_FALSE(wrong_ca.is_open());
+
+    auto named = tls_client();
+    named.tls->server_name = "not-larivd.example";
+    lc::connection wrong_name(cio.ex(), named);
+    const auto ec2 = connect_to(wrong_name, "127.0.0.1:" + port);
+    REQUIRE(ec2);
+    CHECK(ec2.message().find("certificate verify failed") != std::string::npos);
+
+    lc::connection missing(cio.ex(), tls_client("no-such-ca"));
+    CHECK(connect_to(missing, "localhost:" + port));  // a CA file that cannot be loaded
+    // Without verification (testing only) the other CA does not matter.
+    auto insecure = tls_client("other-ca");
+    insecure.tls->verify_peer = false;
+    lc::connection anyway(cio.ex(), insecure);
+    REQUIRE_FALSE(connect_to(anyway, "localhost:" + port));
+    CHECK_FALSE(ping(anyway));
+}
+
+TEST_CASE("tls: mTLS: a client certificate from the CA works, none is refused, and the caller's own context") {
+    test_server s(tls_server_config(true));
+    const std::string port = std::to_string(s.get().tls_port());
+    client_io cio;
+    lc::connection with_cert(cio.ex(), tls_client("ca", "client"));
+    REQUIRE_FALSE(connect_to(with_cert, "localhost:" + port));
+    lc::connection without(cio.ex(), tls_client());
+    const auto ec = connect_to(without, "localhost:" + port);
+    REQUIRE(ec);  // TLS 1.3: the server's alert comes with the first read, before +HELLO
+    MESSAGE("no client certificate: " << ec.message());
+    CHECK(ec.message().find("certificate required") != std::string::npos);
+    lc::connection stranger(cio.ex(), tls_client("ca", "stranger"));
+    CHECK(connect_to(stranger, "localhost:" + port));
+
+    // A context of the caller's, used as it is (the host name is still verified).
+    auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+    ctx->load_verify_file(test_pki().path("ca.pem"));
+    ctx->set_verify_mode(asio::ssl::verify_peer);
+    ctx->use_certificate_chain_file(test_pki().path("client.pem"));
+    ctx->use_private_key_file(test_pki().path("client.key"), asio::ssl::context::pem);
+    lc::connection_options own;
+    own.tls = lc::tls_options{};
+    own.tls->context = ctx;
+    lc::connection mine(cio.ex(), own);
+    REQUIRE_FALSE(connect_to(mine, "localhost:" + port));
+    CHECK_FALSE(send_acked(mine, with_cert.id(), "mutual"));
+    auto [rec, m] = receive(with_cert);
+    CHECK_FALSE(rec);
+    CHECK(m.payload == "mutual");
+    CHECK(m.from == mine.id());
+}
+
+TEST_CASE("tls: reconnect over TLS to a server restarted on the same TLS port") {
+    auto cfg = tls_server_config();
+    auto s = std::make_unique<test_server>(cfg);
+    const std::uint16_t port = s->get().tls_port();
+    auto log = std::make_shared<event_log>();
+    client_io cio;
+    auto o = tls_client();
+    o.reconnect = reconnecting(20ms, 200ms).reconnect;
+    lc::connection a(cio.ex(), o);
+    a.on_reconnect(event_log::handler(log));
+    REQUIRE_FALSE(connect_to(a, "localhost:" + std::to_string(port)));
+    const auto old_id = a.id();
+    s->shutdown();
+    REQUIRE(log->wait(kind::lost));
+    cfg.tls_port = port;
+    s = std::make_unique<test_server>(cfg);
+    auto back = log->wait(kind::reconnected);
+    REQUIRE(back);
+    CHECK(back->new_id != old_id);
+    CHECK(s->reg().find(a.id()) != nullptr);
+    CHECK_FALSE(send_acked(a, a.id(), "self over TLS"));
+    CHECK(std::get<1>(receive(a)).payload == "self over TLS");
 }

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <future>
 #include <iostream>
@@ -48,7 +49,8 @@ constexpr const char* exit_help =
     "rate_limited, draining, ...); 64 usage error; 69 server unavailable (connect failed or "
     "refused, connection lost); 75 timeout; 77 not authorized. bench: 1 a check failed (loss, "
     "corruption, reordering, an error reply).\n"
-    "Environment: LARIV_SERVER (host:port), LARIV_TOKEN, LARIV_ADMIN_TOKEN.";
+    "Environment: LARIV_SERVER (host:port), LARIV_TOKEN, LARIV_ADMIN_TOKEN, LARIV_TLS_CA (the CA "
+    "for --tls when --tls-ca is not given; it does not turn TLS on).";
 
 struct common_options {
     std::string server = "127.0.0.1:7411";
@@ -56,7 +58,26 @@ struct common_options {
     std::string admin_token;
     std::uint32_t timeout_ms = 5000;
     bool json = false;
+    bool tls = false;
+    std::string tls_ca;
+    std::string tls_cert;
+    std::string tls_key;
+    bool tls_insecure = false;
 };
+
+/// The connection's options: TLS as the --tls flags say.
+lc::connection_options connection_options_for(const common_options& o) {
+    lc::connection_options c;
+    if (o.tls) {
+        lc::tls_options t;
+        t.ca_file = o.tls_ca;
+        t.cert_file = o.tls_cert;
+        t.key_file = o.tls_key;
+        t.verify_peer = !o.tls_insecure;
+        c.tls = std::move(t);
+    }
+    return c;
+}
 
 /// Exit code for an operation's error.
 int exit_for(const std::error_code& ec, bool connecting = false) {
@@ -89,7 +110,7 @@ public:
     explicit session(const common_options& o)
         : opts_(o)
         , work_(asio::make_work_guard(io_))
-        , conn_(io_.get_executor())
+        , conn_(io_.get_executor(), connection_options_for(o))
         , thread_([this] { io_.run(); }) {}
     ~session() {
         conn_.close();
@@ -536,6 +557,15 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1U, 3600U * 1000U))
         ->capture_default_str();
     app.add_flag("--json", o.json, "Output JSON (one document or one object per line) for scripts");
+    app.add_flag("--tls", o.tls, "Connect over TLS (larivd's TLS listener, port 7413 by default)");
+    auto* tls_ca = app.add_option("--tls-ca", o.tls_ca,
+                                  "PEM CA bundle to verify the server with (implies --tls; default: "
+                                  "$LARIV_TLS_CA, else the system's CAs)");
+    auto* tls_cert = app.add_option("--tls-cert", o.tls_cert,
+                                    "PEM client certificate, for a server that requires one (mTLS; implies --tls)");
+    auto* tls_key = app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert (default: in that file)");
+    app.add_flag("--tls-insecure", o.tls_insecure,
+                 "Do not verify the server's certificate at all (testing only; implies --tls)");
 
     std::string name = "lariv";
     bool as_hex = false;
@@ -596,6 +626,18 @@ int main(int argc, char** argv) {
         app.exit(e);
         return exit_usage;
     }
+    // The TLS flags imply --tls; LARIV_TLS_CA only fills in the CA once TLS is on (larivd reads the
+    // same variable as its client CA, so it must not switch a plaintext client to TLS).
+    o.tls = o.tls || tls_ca->count() > 0 || tls_cert->count() > 0 || tls_key->count() > 0 || o.tls_insecure;
+    if (o.tls && o.tls_ca.empty()) {
+        if (const char* env = std::getenv("LARIV_TLS_CA"); env != nullptr && *env != '\0') {
+            o.tls_ca = env;
+        }
+    }
+    if (o.tls_insecure) {
+        std::fprintf(stderr, "lariv: warning: --tls-insecure: the server's certificate is not verified, "
+                             "anyone on the path can impersonate it\n");
+    }
     // A broken pipe (| head) must end the tool quietly, not kill it mid-write with a signal.
     std::signal(SIGPIPE, SIG_IGN);
     if (*listen) {
@@ -620,6 +662,10 @@ int main(int argc, char** argv) {
         return run_ping(o, ping_count, ping_interval);
     }
     if (*bench) {
+        if (o.tls) {
+            std::fprintf(stderr, "lariv: bench speaks plaintext only (no --tls)\n");
+            return exit_usage;
+        }
         bench_opts.server = o.server;
         bench_opts.server_given = app.get_option("--server")->count() > 0;
         bench_opts.timeout_ms = o.timeout_ms;

@@ -14,11 +14,12 @@
 // Server PINGs are answered with PONG by the connection itself. One read loop and one write
 // queue: frames queued while a write is in flight go out together in the next write.
 //
-// Thread-safety: the async_* initiating functions, close(), is_open(), draining() and
-// send_failures() may be called from any thread: they only post to the connection's internal
-// strand, where all of its state lives. id(), server_hello(), limits() and heartbeat() are set
-// by a successful async_connect and may be read once its handler ran. Construction, move and
-// destruction must not overlap other calls (as for any Asio I/O object).
+// Thread-safety: the async_* initiating functions, close(), on_reconnect(), is_open(),
+// reconnecting(), draining(), send_failures(), id(), server_hello(), limits() and heartbeat()
+// may be called from any thread: they post to the connection's internal strand, where all of its
+// state lives, or read a snapshot of it (id() and the +HELLO are copies under a lock, since a
+// reconnect replaces them). Construction, move and destruction must not overlap other calls (as
+// for any Asio I/O object).
 //
 // Completion: each operation completes exactly once, on its handler's associated executor
 // (default: the connection's executor), never inline in the initiating call. A pending operation
@@ -33,8 +34,46 @@
 // with that error (asio::error::eof, connection_reset, ...); when the server ends it with a
 // closing -ERR (PROTOCOL.md section 7: timeout, slow_consumer, server_full, not_authorized when
 // kicked, ...) with that code. Messages received before the end can still be taken with
-// async_receive; after them it completes with the same error. A connection connects once:
-// to reconnect, make a new one (the new session has a new id). No reconnect policy is built in.
+// async_receive; after them it completes with the same error. A connection connects once
+// (errc::already_connected after); unless its reconnect policy is on (below), make a new one to
+// reconnect: the new session has a new id.
+//
+// Reconnecting (connection_options::reconnect, off by default): once async_connect has
+// succeeded, a drop (the server closed or reset the connection, was killed, closed it after a
+// drain, a heartbeat timeout, ...) starts a reconnect: attempt 1 after backoff_delay(policy, 1),
+// then attempt k+1 backoff_delay(policy, k+1) after attempt k failed, each one resolving,
+// connecting (TLS handshake included) and sending HELLO with the same hello_options. Not after
+// close(), async_close() or the destructor, not after a kick (-ERR not_authorized), and not for
+// the first async_connect, which reports its failure as before. Session ids never survive: the
+// new session has a new id. What happens around it:
+//   - At the drop: every pending async_send_acked, async_send and command (async_info,
+//     async_ping, ...) completes with the drop's error (asio::error::eof, connection_reset, the
+//     closing protocol code, ...), exactly as without the policy. An acked SEND whose ACK had
+//     not come may or may not have been routed by the server: it is never resent; resend it
+//     yourself if your messages tolerate duplicates. Messages already received stay queued.
+//   - A pending async_receive keeps waiting across the reconnect and gets the new session's
+//     messages; one started while reconnecting waits as well.
+//   - Any other operation started while reconnecting fails fast with errc::reconnecting (it was
+//     not started; try again after the reconnected event). is_open() is false and
+//     reconnecting() true meanwhile; id() is the null session_id: the old id is gone.
+//   - The on_reconnect() handler gets reconnect_event: lost (with the old id and the first
+//     delay), attempt_failed (its error and the next delay), reconnected (old and new id),
+//     gave_up. It runs on a strand of the connection's executor (one event at a time, in order,
+//     never inline); an exception from it propagates out of the executor's run(), as from any
+//     handler.
+//   - Giving up (max_attempts attempts failed, or a HELLO refused for good: not_authorized,
+//     unsupported_version, bad_json): the connection closes with the last attempt's error: a pending
+//     async_receive completes with it, later operations fail with errc::not_connected.
+//   - async_close(), close() or the destructor during a backoff wait or an attempt stops the
+//     reconnect at once: the wait is cancelled, pending receives complete with
+//     asio::error::operation_aborted, async_close() completes with success.
+//
+// TLS (connection_options::tls): the same protocol over asio::ssl::stream<tcp::socket>, with a
+// context of the caller's or one made from PEM files (CA, client certificate and key for mTLS);
+// the server is verified against the CA and the host name (SNI sent for names). A failed
+// handshake completes async_connect with OpenSSL's error ("certificate verify failed", ...,
+// category asio.ssl); a file that cannot be loaded likewise. Everything else is the same: the
+// transport is the only part that differs.
 //
 // Cancellation (asio::bind_cancellation_slot, parallel_group, ...):
 //   - async_receive: any cancellation type; the message, if one arrives later, stays queued.
@@ -57,6 +96,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -328,24 +368,36 @@ public:
     }
 
     /// Closes the socket now, without QUIT: every pending operation completes with
-    /// asio::error::operation_aborted. Any thread; idempotent.
+    /// asio::error::operation_aborted; a reconnect in progress stops. Any thread; idempotent.
     void close() { impl_->post_abort(); }
 
-    /// True between a successful async_connect and the end of the connection (a snapshot).
+    /// The handler of reconnect events (connection_options::reconnect): runs on a strand of the
+    /// connection's executor, one event at a time, in order. Any thread; it applies to the events
+    /// after it (set it before async_connect to see them all). An empty function removes it.
+    void on_reconnect(std::function<void(const reconnect_event&)> handler) {
+        impl_->post_reconnect_handler(std::move(handler));
+    }
+
+    /// True between a successful async_connect and the end of the connection, except while
+    /// reconnecting (a snapshot).
     [[nodiscard]] bool is_open() const noexcept { return impl_->is_open(); }
+    /// True from a drop until the reconnect succeeded or gave up (a snapshot).
+    [[nodiscard]] bool reconnecting() const noexcept { return impl_->reconnecting(); }
     /// True once the server announced a drain (-ERR draining); it closes the connection soon.
     [[nodiscard]] bool draining() const noexcept { return impl_->draining(); }
     /// async_send payloads the server refused (their ACK carried an error), so far.
     [[nodiscard]] std::uint64_t send_failures() const noexcept { return impl_->send_failures(); }
 
-    /// This session's id, from +HELLO (after async_connect succeeded).
-    [[nodiscard]] protocol::session_id id() const noexcept { return impl_->hello().session; }
-    /// The whole +HELLO: node, server version, limits, heartbeat.
-    [[nodiscard]] const protocol::hello_reply& server_hello() const noexcept { return impl_->hello(); }
-    /// The limits the server announced for this connection.
-    [[nodiscard]] const protocol::limits& limits() const noexcept { return impl_->hello().limits; }
+    /// This session's id, from +HELLO (after async_connect succeeded); a reconnect replaces it,
+    /// and it is the null session_id from a drop until the reconnect succeeded (so for good after
+    /// giving up). After any other end it stays the last one.
+    [[nodiscard]] protocol::session_id id() const { return impl_->id(); }
+    /// The current session's +HELLO (a copy): node, server version, limits, heartbeat.
+    [[nodiscard]] protocol::hello_reply server_hello() const { return impl_->hello(); }
+    /// The limits the server announced for this session.
+    [[nodiscard]] protocol::limits limits() const { return impl_->hello().limits; }
     /// The server's PING interval (0: none).
-    [[nodiscard]] std::chrono::milliseconds heartbeat() const noexcept {
+    [[nodiscard]] std::chrono::milliseconds heartbeat() const {
         return std::chrono::milliseconds(impl_->hello().heartbeat_ms);
     }
 

@@ -26,6 +26,7 @@ enum class errc {
     bad_reply,          ///< the server sent something the protocol does not allow here
     payload_too_large,  ///< a payload over the server's max_payload; nothing was sent
     bad_address,        ///< "host:port" could not be split
+    reconnecting,       ///< the connection dropped and is reconnecting: the operation was not started
 };
 
 /// The category of lariv::protocol::error_code values: name "lariv", messages are wire names.
