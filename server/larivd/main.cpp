@@ -8,11 +8,15 @@
 // Logs: stderr, text or JSON lines (log_format); lariv/server/log.hpp has the format.
 // Signals: SIGINT/SIGTERM drain (a second one exits at once), SIGHUP reloads log level, the
 // hot-reloadable limits and the TLS certificate, key and CA files from the same sources.
+// systemd (Type=notify, notify.hpp): READY=1 once listening, RELOADING=1/READY=1 around SIGHUP,
+// STOPPING=1 on drain, WATCHDOG=1 from the event loop; all of it a no-op without NOTIFY_SOCKET.
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <string>
 
 #include <unistd.h>
 
@@ -26,6 +30,7 @@
 #include "lariv/server/monitor.hpp"
 #include "lariv/server/server.hpp"
 #include "lariv/server/tls.hpp"
+#include "notify.hpp"
 
 namespace {
 
@@ -113,6 +118,14 @@ const char* signal_name(int sig) {
     }
 }
 
+/// STATUS= for READY=1: where it listens ("listen=127.0.0.1:7411 tls=off monitor=...").
+std::string ready_status(const lariv::server::server& srv) {
+    const nlohmann::ordered_json d = srv.describe();
+    return "listen=" + d["listen"].get<std::string>() + " tls=" + d["tls"].get<std::string>() +
+           " monitor=" + d["monitor"].get<std::string>() +
+           " max_sessions=" + std::to_string(srv.max_sessions());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,6 +203,8 @@ int main(int argc, char** argv) {
 
     try {
         lariv::server::server srv(cfg);
+        // After srv: destroyed before the io_context it runs its watchdog timer on.
+        larivd::notifier notify(srv.context());
         asio::signal_set signals(srv.context(), SIGINT, SIGTERM, SIGHUP);
         int stop_signals = 0;
         std::function<void(std::error_code, int)> on_signal = [&](std::error_code ec, int sig) {
@@ -197,6 +212,7 @@ int main(int argc, char** argv) {
                 return;
             }
             if (sig == SIGHUP) {
+                notify.reloading();
                 try {
                     const config next = resolve(config_file, f);
                     spdlog::set_level(spdlog::level::from_str(next.log_level));
@@ -209,13 +225,16 @@ int main(int argc, char** argv) {
                                 {"rate_burst", next.rate_burst},
                                 {"idle_timeout_ms", next.idle_timeout_ms},
                                 {"tls_cert", next.tls_cert}});
+                    notify.ready("reloaded; " + ready_status(srv));
                 } catch (const std::exception& e) {
                     llog::event(level_enum::err, "SIGHUP: configuration rejected, keeping the old one",
                                {{"error", e.what()}});
+                    notify.ready(std::string("reload rejected, old configuration kept: ") + e.what());
                 }
             } else if (++stop_signals == 1) {
                 llog::event(level_enum::info, "draining on signal (send it again to exit at once)",
                            {{"signal", signal_name(sig)}});
+                notify.stopping(std::string("draining on ") + signal_name(sig));
                 srv.drain();
             } else {
                 llog::event(level_enum::warn, "signal again: exiting now", {{"signal", signal_name(sig)}});
@@ -226,6 +245,9 @@ int main(int argc, char** argv) {
         signals.async_wait(on_signal);
         srv.start({{"config", config_file.empty() ? std::string("none") : config_file},
                    {"pid", static_cast<long>(::getpid())}});
+        // Every listener was bound and listening in server's constructor and start() queued the
+        // accepts; READY=1 goes out from the event loop itself, once it runs handlers.
+        notify.post_ready([&srv] { return ready_status(srv); });
         srv.wait();
         llog::event(level_enum::info, "larivd stopped");
     } catch (const lariv::server::listen_error& e) {
