@@ -54,7 +54,8 @@ def main():
     server = f"127.0.0.1:{port}"
     certs = tempfile.mkdtemp(prefix="lariv_cli_tls_")
     make_certs(certs)
-    d = subprocess.Popen([LARIVD, "--port", str(port), "--monitor-port", "0", "--admin-token", ADMIN,
+    mport = free_port()
+    d = subprocess.Popen([LARIVD, "--port", str(port), "--monitor-port", str(mport), "--admin-token", ADMIN,
                           "--log-level", "warn", "--tls-cert", f"{certs}/srv.pem", "--tls-key", f"{certs}/srv.key",
                           "--tls-port", str(tls_port)])
 
@@ -116,6 +117,17 @@ def main():
         check(rc == 77, f"list without the admin token exits 77: rc={rc} err={err!r}")
         rc, out, err = run("list", "--admin-token", "wrong", env=env)
         check(rc == 77, f"a wrong admin token exits 77: rc={rc} err={err!r}")
+
+        # lariv server: the monitoring endpoints, pretty-printed and as JSON.
+        rc, out, err = run("server", "--monitor", f"127.0.0.1:{mport}", env=env)
+        check(rc == 0 and "health     ok (HTTP 200)" in out and "alice" in out and "bob" in out
+              and "2 live" in out, f"server: health, sessions and the top list: rc={rc} out={out!r} err={err!r}")
+        rc, out, err = run("server", "--monitor", f"127.0.0.1:{mport}", "--top", "1", "--json", env=env)
+        j = json.loads(out) if rc == 0 else {}
+        check(rc == 0 and j["healthz"]["status"] == 200 and j["varz"]["sessions"] == 2
+              and len(j["connz"]["sessions"]) == 1, f"server --json --top 1: rc={rc} out={out[:300]!r}")
+        rc, out, err = run("server", "--monitor", f"127.0.0.1:{free_port()}", env=env)
+        check(rc == 69 and "cannot connect to the monitor" in err, f"server, no monitor: exit 69: rc={rc} err={err!r}")
 
         # bob gets a binary payload in JSON (base64).
         rc, out, err = run("send", bob_id, "hi bob", "--ack", env=env)

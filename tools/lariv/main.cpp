@@ -26,6 +26,7 @@
 #include <CLI/CLI.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/signal_set.hpp>
 
 #include "bench.hpp"
@@ -496,6 +497,107 @@ int run_stats(const common_options& o) {
     return exit_ok;
 }
 
+/// One GET against larivd's monitoring endpoint (HTTP/1.0, one request per connection, as the
+/// monitor answers). Returns the status and body, or nullopt with `why` set.
+std::optional<std::pair<int, std::string>> http_get(const std::string& monitor, const std::string& target,
+                                                    std::uint32_t timeout_ms, std::string& why) {
+    const auto colon = monitor.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == monitor.size()) {
+        why = "--monitor must be host:port";
+        return std::nullopt;
+    }
+    asio::ip::tcp::iostream http;
+    http.expires_after(ms(timeout_ms));
+    http.connect(monitor.substr(0, colon), monitor.substr(colon + 1));
+    if (!http) {
+        why = "cannot connect to the monitor at " + monitor + ": " + http.error().message();
+        return std::nullopt;
+    }
+    http << "GET " << target << " HTTP/1.0\r\nHost: " << monitor << "\r\n\r\n" << std::flush;
+    std::string version;
+    int status = 0;
+    http >> version >> status;
+    std::string line;
+    std::getline(http, line);
+    while (std::getline(http, line) && line != "\r" && !line.empty()) {
+    }
+    std::string body((std::istreambuf_iterator<char>(http)), std::istreambuf_iterator<char>());
+    if (status == 0) {
+        why = "no HTTP answer from the monitor at " + monitor +
+              (http.error() ? ": " + http.error().message() : std::string());
+        return std::nullopt;
+    }
+    return std::make_pair(status, std::move(body));
+}
+
+/// `lariv server`: the monitoring endpoints, pretty-printed (health, identity, load, key counters,
+/// the busiest sessions) or, with --json, one object {healthz, varz, connz}.
+int run_server(const common_options& o, const std::string& monitor, unsigned top) {
+    std::string why;
+    const auto health = http_get(monitor, "/healthz", o.timeout_ms, why);
+    if (!health) {
+        std::fprintf(stderr, "lariv: server: %s\n", why.c_str());
+        return exit_unavailable;
+    }
+    const auto varz = http_get(monitor, "/varz", o.timeout_ms, why);
+    const auto connz = http_get(monitor, "/connz?sort=msgs_out&limit=" + std::to_string(top), o.timeout_ms, why);
+    if (!varz || !connz || varz->first != 200 || connz->first != 200) {
+        std::fprintf(stderr, "lariv: server: %s\n",
+                     why.empty() ? "the monitor did not answer /varz and /connz" : why.c_str());
+        return exit_unavailable;
+    }
+    const auto v = nlohmann::json::parse(varz->second, nullptr, false);
+    const auto c = nlohmann::json::parse(connz->second, nullptr, false);
+    if (v.is_discarded() || c.is_discarded()) {
+        std::fprintf(stderr, "lariv: server: the monitor's answer is not JSON\n");
+        return exit_unavailable;
+    }
+    std::string h = health->second;
+    while (!h.empty() && (h.back() == '\n' || h.back() == '\r')) {
+        h.pop_back();
+    }
+    if (o.json) {
+        std::printf("%s\n", nlohmann::json{{"healthz", {{"status", health->first}, {"body", h}}},
+                                           {"varz", v},
+                                           {"connz", c}}
+                                 .dump()
+                                 .c_str());
+        return health->first == 200 ? exit_ok : exit_unavailable;
+    }
+    const auto& t = v["totals"];
+    auto num = [](const nlohmann::json& j, const char* k) {
+        return j.contains(k) ? j[k].dump() : std::string("?");
+    };
+    std::printf("health     %s (HTTP %d)\n", h.c_str(), health->first);
+    std::printf("server     %s %s (%s), node %s, boot epoch %s\n", v.value("server", "?").c_str(),
+                v.value("version", "?").c_str(), v.value("revision", "?").c_str(), num(v, "node_id").c_str(),
+                num(v, "boot_epoch").c_str());
+    std::printf("up         %.0f s since %s\n", v.value("uptime_s", 0.0), v.value("start", "?").c_str());
+    std::printf("process    cpu %.2f s (%.2f%% avg), rss %.1f MiB, fds %s of %s\n", v.value("cpu_seconds", 0.0),
+                v.value("cpu_percent_avg", 0.0), v.value("rss_bytes", 0.0) / 1048576.0, num(v, "open_fds").c_str(),
+                num(v, "max_fds").c_str());
+    std::printf("sessions   %s live, %s connections, max %s\n", num(v, "sessions").c_str(),
+                num(v, "connections").c_str(), num(v["limits"], "max_sessions").c_str());
+    std::printf("traffic    %s in, %s routed, %s bytes, %s send errors, %s queue drops\n",
+                num(t, "msgs_in").c_str(), num(t, "msgs_out").c_str(), num(t, "bytes_routed").c_str(),
+                num(t, "send_errors").c_str(), num(t, "queue_drops").c_str());
+    std::printf("admission  %s accepted, %s handshakes, %s refused (full), %s auth failures\n",
+                num(t, "accepted").c_str(), num(t, "handshakes").c_str(), num(t, "refused_full").c_str(),
+                num(t, "auth_failures").c_str());
+    const auto& list = c["sessions"];
+    std::printf("top %zu by messages out:\n", list.size());
+    if (!list.empty()) {
+        std::printf("  %-32s  %-16s  %-21s  %10s  %10s  %8s\n", "id", "name", "remote", "msgs_out", "msgs_in",
+                    "queued");
+    }
+    for (const auto& e : list) {
+        std::printf("  %-32s  %-16.16s  %-21.21s  %10s  %10s  %8s\n", e.value("id", "?").c_str(),
+                    e.value("name", "").c_str(), e.value("remote", "").c_str(), num(e, "msgs_out").c_str(),
+                    num(e, "msgs_in").c_str(), num(e, "queued_bytes").c_str());
+    }
+    return health->first == 200 ? exit_ok : exit_unavailable;
+}
+
 int run_ping(const common_options& o, unsigned count, unsigned interval_ms) {
     session s(o);
     if (int rc = s.connect(false)) {
@@ -609,6 +711,15 @@ int main(int argc, char** argv) {
     ping->add_option("--count", ping_count, "Pings to send")->check(CLI::Range(1U, 1000000U))->capture_default_str();
     ping->add_option("--interval", ping_interval, "Pause between pings, in ms")->capture_default_str();
 
+    std::string monitor = "127.0.0.1:7412";
+    unsigned top = 10;
+    auto* server = app.add_subcommand("server", "The server's monitoring endpoints, pretty-printed: "
+                                                "health, identity, load, counters, the busiest sessions");
+    server->add_option("--monitor", monitor, "larivd's monitoring address host:port")
+        ->envname("LARIV_MONITOR")
+        ->capture_default_str();
+    server->add_option("--top", top, "Busiest sessions to show")->check(CLI::Range(1U, 10000U))->capture_default_str();
+
     lariv::tools::bench_options bench_opts;
     auto* bench = app.add_subcommand(
         "bench", "Load tool: churn | route | rate | idle against larivd (or nats-server, --protocol nats)");
@@ -660,6 +771,9 @@ int main(int argc, char** argv) {
     }
     if (*ping) {
         return run_ping(o, ping_count, ping_interval);
+    }
+    if (*server) {
+        return run_server(o, monitor, top);
     }
     if (*bench) {
         if (o.tls) {
