@@ -56,7 +56,7 @@ if [ "$do_build" = 1 ]; then
   cmake --build --preset "$preset" -j "${LARIV_JOBS:-$(nproc)}" --target lariv_cli larivd
 fi
 lariv=build/$preset/tools/lariv/lariv
-larivd=build/$preset/server/larivd
+larivd=${BENCH_SERVER_LARIVD:-build/$preset/server/larivd}  # another binary: before/after tables
 if [ ! -x "$lariv" ] || [ ! -x "$larivd" ]; then die "$lariv or $larivd is not built (drop --no-build)"; fi
 
 if [ "$quick" = 1 ]; then

@@ -567,8 +567,11 @@ monitor::response answer(registry& reg, std::string_view target, const nlohmann:
             };
             std::vector<row> all;
             reg.for_each([&](session_base& s) {
-                if (s.routable() && name_ok(s.info().name)) {
-                    const protocol::session_info i = s.info();
+                if (!s.routable()) {
+                    return true;
+                }
+                const protocol::session_info i = s.info();
+                if (name_ok(i.name)) {
                     const session_base::connection_stats c = s.connection();
                     const std::uint64_t v =
                         key == "age"        ? i.age_ms

@@ -10,13 +10,12 @@ required: without it the test fails, it does not skip.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from harness import SCALE, free_port, wait_for  # noqa: E402
+from harness import SCALE, free_port, listening, wait_for  # noqa: E402
 
 LARIVD, LARIV = sys.argv[1], sys.argv[2]
 # Debian's package puts it in /usr/sbin (not on a user's PATH); LARIV_NATS_SERVER overrides.
@@ -41,16 +40,6 @@ def bench(*args, timeout=60):
     except ValueError:
         j = None
     return p.returncode, j, p.stderr
-
-
-def listening(port):
-    def up():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-    return up
 
 
 def ordered(lat):

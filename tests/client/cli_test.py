@@ -14,7 +14,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from harness import SCALE, free_port, wait_for  # noqa: E402
+from harness import SCALE, free_port, listening, wait_for  # noqa: E402
 
 LARIVD, LARIV = sys.argv[1], sys.argv[2]
 ADMIN = "adm1n"
@@ -59,16 +59,9 @@ def main():
                           "--log-level", "warn", "--tls-cert", f"{certs}/srv.pem", "--tls-key", f"{certs}/srv.key",
                           "--tls-port", str(tls_port)])
 
-    def up():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
     listener = None
     try:
-        check(wait_for(up, 10 * SCALE), "larivd listens")
+        check(wait_for(listening(port), 10 * SCALE), "larivd listens")
         env = dict(os.environ, LARIV_SERVER=server)
 
         # Terminal 1: lariv listen prints its id first, then each message.

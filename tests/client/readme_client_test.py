@@ -10,19 +10,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
-from harness import SCALE, free_port, wait_for  # noqa: E402
-
-import socket  # noqa: E402
-
-
-def listening(port):
-    def probe():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-    return probe
+from harness import SCALE, free_port, listening, wait_for  # noqa: E402
 
 
 def main():

@@ -38,6 +38,17 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def listening(port):
+    """A predicate for wait_for(): something accepts TCP connections on 127.0.0.1:port."""
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    return up
+
+
 def wait_for(pred, timeout):
     """Polls pred() every 50 ms until it holds or `timeout` seconds pass; returns its last value."""
     end = time.time() + timeout

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from harness import SCALE, free_port, wait_for
+from harness import SCALE, free_port, listening, wait_for
 
 LARIVD = sys.argv[1]
 failures = []
@@ -46,13 +46,7 @@ def start(args, **kw):
 
 
 def wait_port(port):
-    def up():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-    return wait_for(up, 15 * SCALE)
+    return wait_for(listening(port), 15 * SCALE)
 
 
 class conn:
