@@ -126,60 +126,15 @@ frame_reader::step_result frame_reader::step_body(std::string_view in) {
 
 namespace {
 
+using detail::bad;
 using detail::count_status;
+using detail::good;
+using detail::has_control;
 using detail::iequals;
 using detail::next_word;
+using detail::out_of_step;
+using detail::parse_body_count;
 using detail::trim;
-
-bool has_control(std::string_view s) noexcept {
-    return std::any_of(s.begin(), s.end(), detail::is_control);
-}
-
-template <class Message>
-decode_result<Message> bad(error_code code, std::string_view why, std::size_t consumed) {
-    decode_result<Message> r;
-    r.status = decode_status::bad;
-    r.error = code;
-    r.fatal = false;
-    r.detail = why;
-    r.consumed = consumed;
-    return r;
-}
-
-template <class Message>
-decode_result<Message> good(Message m, std::size_t consumed) {
-    decode_result<Message> r;
-    r.status = decode_status::good;
-    r.message = std::move(m);
-    r.consumed = consumed;
-    return r;
-}
-
-/// What parsing the count of a SEND/MSG/+KIND header gave.
-struct count_result {
-    bool ok = false;
-    std::size_t value = 0;
-    error_code error = error_code::bad_syntax;
-    std::string_view why;
-};
-
-count_result parse_body_count(std::string_view word, std::size_t max) {
-    std::uint64_t v = 0;
-    switch (detail::parse_count(word, v)) {
-        case count_status::invalid:
-            return {false, 0, error_code::bad_syntax, "byte count must be decimal digits"};
-        case count_status::overflow:
-            return {false, 0, error_code::frame_too_large, "byte count above the limit"};
-        case count_status::ok:
-            break;
-    }
-    if (v > max) {
-        return {false, 0, error_code::frame_too_large, "byte count above the limit"};
-    }
-    return {true, static_cast<std::size_t>(v), error_code::bad_syntax, {}};
-}
-
-constexpr std::string_view out_of_step = "stream out of step after an earlier fatal error";
 
 }  // namespace
 

@@ -12,19 +12,11 @@ namespace lariv::protocol {
 
 namespace {
 
-constexpr std::string_view crlf = "\r\n";
-
-void put_id(std::string& out, session_id id) {
-    const std::size_t at = out.size();
-    out.resize(at + session_id::text_size);
-    id.format_to(out.data() + at);
-}
-
-void put_number(std::string& out, std::uint64_t n) {
-    char digits[20];
-    const auto res = std::to_chars(std::begin(digits), std::end(digits), n);
-    out.append(digits, res.ptr);
-}
+using detail::check_token;
+using detail::crlf;
+using detail::put_body;
+using detail::put_id;
+using detail::put_number;
 
 // Control characters would end or corrupt the line: replace them, then trim blanks so that the
 // decoder's trimming gives back exactly what was written.
@@ -40,21 +32,6 @@ void put_text(std::string& out, std::string_view text) {
         out += ' ';
         out += t;
     }
-}
-
-void check_token(std::string_view token) {
-    if (!valid_token(token)) {
-        throw std::invalid_argument("lariv::protocol: ack token must be 1..64 of [A-Za-z0-9_.:-]");
-    }
-}
-
-void put_body(std::string& out, std::string_view verb, std::string_view body) {
-    out += verb;
-    out += ' ';
-    put_number(out, body.size());
-    out += crlf;
-    out += body;
-    out += crlf;
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ struct code_name {
     std::string_view name;
 };
 
-constexpr std::array<code_name, 17> code_names{{
+constexpr std::array<code_name, 18> code_names{{
     {error_code::bad_syntax, "bad_syntax"},
     {error_code::unknown_command, "unknown_command"},
     {error_code::line_too_long, "line_too_long"},
@@ -27,6 +27,7 @@ constexpr std::array<code_name, 17> code_names{{
     {error_code::stale_session, "stale_session"},
     {error_code::queue_full, "queue_full"},
     {error_code::rate_limited, "rate_limited"},
+    {error_code::node_unreachable, "node_unreachable"},
     {error_code::draining, "draining"},
     {error_code::server_full, "server_full"},
     {error_code::slow_consumer, "slow_consumer"},

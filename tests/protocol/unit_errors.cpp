@@ -70,7 +70,7 @@ TEST_CASE("error codes have stable unique names and numbers") {
     }
     CHECK(names.size() == all_error_codes().size());
     CHECK(numbers.size() == all_error_codes().size());
-    CHECK(all_error_codes().size() == 17);
+    CHECK(all_error_codes().size() == 18);
     CHECK(to_number(error_code::bad_syntax) == 100);
     CHECK(to_number(error_code::unknown_command) == 101);
     CHECK(to_number(error_code::frame_too_large) == 103);
@@ -79,6 +79,7 @@ TEST_CASE("error codes have stable unique names and numbers") {
     CHECK(to_number(error_code::stale_session) == 201);
     CHECK(to_number(error_code::queue_full) == 202);
     CHECK(to_number(error_code::rate_limited) == 203);
+    CHECK(to_number(error_code::node_unreachable) == 204);
     CHECK(to_number(error_code::draining) == 300);
     CHECK(to_number(error_code::internal) == 304);
     CHECK(parse_error_code("UNKNOWN_SESSION") == error_code::unknown_session);

@@ -25,10 +25,11 @@ enum class error_code : std::uint16_t {
     unsupported_version = 106,  ///< HELLO asked for a protocol version the server lacks
     not_authorized = 107,       ///< bad auth token, or an admin command without admin rights
     // 2xx: the target of the request.
-    unknown_session = 200,  ///< no live session has this id
-    stale_session = 201,    ///< the id's slot is now held by a newer session
-    queue_full = 202,       ///< the target session's outbound queue is full
-    rate_limited = 203,     ///< the sender exceeded its rate; retry later
+    unknown_session = 200,   ///< no live session has this id
+    stale_session = 201,     ///< the id's slot is now held by a newer session
+    queue_full = 202,        ///< the target session's outbound queue is full
+    rate_limited = 203,      ///< the sender exceeded its rate; retry later
+    node_unreachable = 204,  ///< the target's node is known but no link to it is up
     // 3xx: the server's state.
     draining = 300,       ///< the server is shutting down and takes no new work
     server_full = 301,    ///< max sessions reached (sent before close)
