@@ -6,7 +6,7 @@ profile=${1:-test}
 
 build_pkgs=(cmake ninja-build g++ make pkg-config libasio-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libssl-dev
             libsystemd-dev)
-test_pkgs=(doctest-dev clang-14 libclang-rt-14-dev llvm-14 relacy-dev python3 valgrind strace openssl prometheus nats-server)
+test_pkgs=(doctest-dev clang-14 libclang-rt-14-dev llvm-14 relacy-dev python3 valgrind strace openssl prometheus nats-server etcd-server etcd-client)
 bench_pkgs=(libbenchmark-dev libtbb-dev libcuckoo-dev libxenium-dev gnuplot-nox)
 # The Debian packages (scripts/package.sh): debhelper, dpkg-buildpackage, the man pages, lintian.
 package_pkgs=(debhelper dpkg-dev help2man lintian)
