@@ -255,6 +255,12 @@ int main(int argc, char** argv) {
         llog::event(level_enum::critical, std::string("cannot start: ") + e.what(),
                    {{"listener", e.name()}, {"address", e.address()}, {"exit", exit_unavailable}});
         return exit_unavailable;
+    } catch (const lariv::server::cluster_error& e) {
+        // A node id held by a live node is the operator's to fix (78, with the holder named);
+        // etcd not answering may pass (69, as for a listener that cannot bind).
+        const int code = e.code() == lariv::server::cluster_errc::id_taken ? exit_config : exit_unavailable;
+        llog::event(level_enum::critical, std::string("cannot start: ") + e.what(), {{"exit", code}});
+        return code;
     } catch (const lariv::server::config_error& e) {
         llog::event(level_enum::critical, std::string("cannot start: ") + e.what(), {{"exit", exit_config}});
         return exit_config;

@@ -139,7 +139,8 @@ const std::vector<entry>& table() {
                     false, d),
             // Identity
             integer("node_id", 1, u32_max, reg_int<&R::node_id>(),
-                    "Node id, bits 127..96 of session ids (0 is reserved for hosts' own notices)"),
+                    "Node id, bits 127..96 of session ids (0 is reserved for hosts' own notices); "
+                    "\"auto\" with cluster_etcd: the lowest free id in the cluster"),
             integer("boot_epoch", 0, u32_max, reg_int<&R::boot_epoch>(),
                     "Boot epoch, bits 95..64; 0 = random from the OS at each start (a set one must "
                     "never repeat)"),
@@ -195,6 +196,22 @@ const std::vector<entry>& table() {
                     "Longest retry delay after accept() runs out of descriptors", false, d),
             choice("log_level", log_levels, cfg_text<&C::log_level>(), "Log level", d),
             choice("log_format", log_formats, cfg_text<&C::log_format>(), "Log format", d),
+            // Cluster: off while cluster_etcd is ""
+            text("cluster_etcd", 0, 255, cfg_text<&C::cluster_etcd>(),
+                 "etcd client URL (http://host:port); \"\" = a single node, no cluster", d),
+            text("cluster_name", 1, 64, cfg_text<&C::cluster_name>(), "Cluster name (etcd keys /lariv/<name>/)", d),
+            text("cluster_token", 0, 256, cfg_text<&C::cluster_token>(),
+                 "Secret every node-to-node link proves (set it on every node)", d),
+            integer("cluster_lease_ttl_s", 1, 3600, cfg_int<&C::cluster_lease_ttl_s>(),
+                    "TTL of the node's etcd lease: a node gone this long leaves the cluster", false, d),
+            integer("cluster_link_queue_bytes", 65536, 16384 * mib, cfg_int<&C::cluster_link_queue_bytes>(),
+                    "Outbound queue cap per peer link; a SEND over it gets queue_full", false, d),
+            integer("cluster_join_timeout_ms", 100, hour_ms, cfg_int<&C::cluster_join_timeout_ms>(),
+                    "At start, how long to retry an etcd that does not answer", false, d),
+            text("peer_address", 1, 255, cfg_text<&C::peer_address>(), "Peer (node-to-node) listener address", d),
+            integer("peer_port", 0, u16_max, cfg_int<&C::peer_port>(), "Peer listener port, 0 = ephemeral", false, d),
+            text("peer_advertise", 0, 255, cfg_text<&C::peer_advertise>(),
+                 "host:port peers dial (\"\" = peer_address:peer_port; the host name for 0.0.0.0)", d),
         };
     }();
     return t;
@@ -266,6 +283,12 @@ void check_keys(const registry_options& o, bool daemon) {
 }
 
 void merge_value(config& c, const entry& e, const nlohmann::json& v, std::string_view source) {
+    if (e.s.key == "node_id") {
+        c.node_id_auto = v.is_string() && v.get_ref<const std::string&>() == "auto";
+        if (c.node_id_auto) {
+            return;
+        }
+    }
     if (e.s.type == K::integer) {
         // JSON integers only: a float, a string, a bool or a negative number is refused (a C++-built
         // json stores a non-negative int as signed: accept that).
@@ -366,6 +389,12 @@ void set_from_text(config& c, std::string_view key, std::string_view text, std::
         store_text(c, *e, std::string(text), source);
         return;
     }
+    if (key == "node_id") {
+        c.node_id_auto = text == "auto";
+        if (c.node_id_auto) {
+            return;
+        }
+    }
     // Decimal digits only: no sign (a "-1" must never wrap to 2^64-1), no blanks, no suffix.
     std::uint64_t v = 0;
     const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string_view::npos;
@@ -397,6 +426,14 @@ void registry_options::validate() const {
 void config::validate() const {
     registry_options::validate();
     check_keys(*this, true);
+    if (node_id_auto && !cluster_enabled()) {
+        throw config_error("config: node_id \"auto\" needs cluster_etcd (a single node has no one to "
+                           "ask for a free id)");
+    }
+    if (cluster_enabled() && cluster_etcd.rfind("http://", 0) != 0) {
+        throw config_error("config: cluster_etcd must be an http:// URL (etcd's client URL), not '" +
+                           cluster_etcd + "'");
+    }
     if (accept_backoff_max_ms < accept_backoff_min_ms) {
         throw config_error("config: accept_backoff_max_ms must be >= accept_backoff_min_ms");
     }
@@ -433,7 +470,7 @@ unsigned config::effective_threads() const {
 // ---------------------------------------------------------------------------------------- JSON
 
 /// Keys whose values are secrets: redacted_json() hides them.
-constexpr std::array<std::string_view, 2> secret_keys{"auth_token", "admin_token"};
+constexpr std::array<std::string_view, 3> secret_keys{"auth_token", "admin_token", "cluster_token"};
 
 nlohmann::json redacted_json(const config& c) {
     nlohmann::json j = c;
@@ -458,6 +495,9 @@ void to_json(nlohmann::json& j, const config& c) {
         }
     }
     j["limits"] = lim;
+    if (c.node_id_auto) {
+        j["node_id"] = "auto";
+    }
 }
 
 void merge(config& c, const nlohmann::json& j, std::string_view source) {

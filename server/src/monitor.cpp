@@ -280,13 +280,14 @@ nlohmann::json conn_json(const protocol::session_info& i, const std::string& rem
 class http_conn : public std::enable_shared_from_this<http_conn> {
 public:
     http_conn(asio::ip::tcp::socket s, registry& reg, std::shared_ptr<monitor::conn_count> count,
-              std::shared_ptr<const nlohmann::json> config)
+              std::shared_ptr<const nlohmann::json> config, const cluster* cl)
         : strand_(asio::make_strand(s.get_executor()))
         , socket_(std::move(s))
         , timer_(strand_)
         , reg_(reg)
         , count_(std::move(count))
         , config_(std::move(config))
+        , cluster_(cl)
         , buf_(max_request) {}
     ~http_conn() { count_->open.fetch_sub(1, std::memory_order_relaxed); }
     http_conn(const http_conn&) = delete;
@@ -342,7 +343,7 @@ private:
             if (method != "GET" && !head) {
                 r = {405, "text/plain", "only GET and HEAD\n"};
             } else {
-                r = monitor::handle(reg_, target, *config_);
+                r = monitor::handle(reg_, target, *config_, cluster_);
             }
         }
         respond(r, head);
@@ -376,6 +377,7 @@ private:
     registry& reg_;
     std::shared_ptr<monitor::conn_count> count_;
     std::shared_ptr<const nlohmann::json> config_;
+    const cluster* cluster_;  // null on a single node; outlives the monitor (server's order)
     asio::streambuf buf_;
     std::string out_;
     bool stopped_ = false;
@@ -396,7 +398,7 @@ monitor::monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, re
             if (over) {
                 count_->refused.fetch_add(1, std::memory_order_relaxed);
             }
-            auto c = std::make_shared<http_conn>(std::move(s), reg_, count_, config_);
+            auto c = std::make_shared<http_conn>(std::move(s), reg_, count_, config_, cluster_);
             {
                 std::lock_guard lk(conns_mu_);
                 std::erase_if(conns_, [](const std::weak_ptr<http_conn>& w) { return w.expired(); });
@@ -426,12 +428,23 @@ asio::ip::tcp::endpoint monitor::endpoint() const noexcept { return listener_->e
 namespace {
 
 /// monitor::handle's routing; throws bad_request for a malformed request.
-monitor::response answer(registry& reg, std::string_view target, const nlohmann::json& config) {
+monitor::response answer(registry& reg, std::string_view target, const nlohmann::json& config,
+                         const cluster* cl) {
     const std::size_t q = target.find('?');
     const std::string path = percent_decode(target.substr(0, q), false);
     const auto query = parse_query(q == std::string_view::npos ? "" : target.substr(q + 1));
     if (path == "/healthz") {
-        allow_only(query, path, {});
+        allow_only(query, path, {"format"});
+        if (auto f = query.find("format"); f != query.end()) {
+            if (f->second != "json") {
+                throw bad_request("format takes json");
+            }
+            // The node's own state; a cluster member whose etcd lease is lost still serves its
+            // local sessions (200) and says so in "cluster".
+            nlohmann::json j = {{"status", reg.draining() ? "draining" : "ok"},
+                                {"cluster", cl != nullptr ? cl->health() : nlohmann::json(nullptr)}};
+            return {reg.draining() ? 503 : 200, "application/json", j.dump() + "\n"};
+        }
         if (reg.draining()) {
             return {503, "text/plain", "draining\n"};
         }
@@ -497,6 +510,9 @@ monitor::response answer(registry& reg, std::string_view target, const nlohmann:
         metric(o, "process_max_fds", "gauge", "Maximum number of open file descriptors.", p.max_fds);
         metric(o, "process_start_time_seconds", "gauge",
                "Start time of the process since unix epoch in seconds.", p.start_time);
+        if (cl != nullptr) {
+            cl->write_metrics(o);
+        }
         return {200, "text/plain; version=0.0.4", o.str()};
     }
     if (path == "/connz") {
@@ -661,16 +677,25 @@ monitor::response answer(registry& reg, std::string_view target, const nlohmann:
         j["totals"] = reg.stats_json();
         j["closed_total"] = reg.recently_closed().total();
         j["config"] = config;  // larivd's, secrets redacted (null for an embedded registry)
+        j["cluster"] = cl != nullptr ? cl->health() : nlohmann::json(nullptr);
         return {200, "application/json", j.dump() + "\n"};
     }
-    return {404, "text/plain", "not found; try /healthz, /varz, /metrics, /connz\n"};
+    if (path == "/routez") {
+        allow_only(query, path, {});
+        if (cl == nullptr) {
+            return {404, "text/plain", "no cluster: this node runs alone (start larivd with --cluster-etcd)\n"};
+        }
+        return {200, "application/json", cl->routez().dump() + "\n"};
+    }
+    return {404, "text/plain", "not found; try /healthz, /varz, /metrics, /connz, /routez\n"};
 }
 
 }  // namespace
 
-monitor::response monitor::handle(registry& reg, const std::string& target, const nlohmann::json& config) {
+monitor::response monitor::handle(registry& reg, const std::string& target, const nlohmann::json& config,
+                                   const cluster* cl) {
     try {
-        return answer(reg, target, config);
+        return answer(reg, target, config, cl);
     } catch (const bad_request& e) {
         return {400, "text/plain", std::string(e.what()) + "\n"};
     }

@@ -368,7 +368,41 @@ protocol::error_code registry_core::missing_reason(protocol::session_id id) cons
 
 std::optional<protocol::error_code> registry_core::send(protocol::session_id to,
                                                         protocol::session_id from,
-                                                        std::string_view payload) {
+                                                        std::string_view payload,
+                                                        std::string_view token) {
+    if (to.node() != opts_.node_id) {
+        // Another node's session: the cluster's (one load; no router = a single node, where an
+        // id of another node names nothing).
+        if (remote_router* r = router_ptr_.load(std::memory_order_acquire)) {
+            if (phase_.load(std::memory_order_relaxed) != phase::running) {
+                return protocol::error_code::draining;
+            }
+            return r->forward(to, from, payload, token);
+        }
+        return protocol::error_code::unknown_session;
+    }
+    return send_local(to, from, payload);
+}
+
+void registry_core::set_router(std::shared_ptr<remote_router> r) {
+    remote_router* raw = r.get();
+    router_ = std::move(r);
+    router_ptr_.store(raw, std::memory_order_release);
+}
+
+void registry_core::deliver_ack(protocol::session_id from, std::string_view token,
+                                std::optional<protocol::error_code> err) {
+    if (err) {
+        stats_.send_errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (auto s = find(from)) {
+        s->deliver_ack(token, err);
+    }
+}
+
+std::optional<protocol::error_code> registry_core::send_local(protocol::session_id to,
+                                                              protocol::session_id from,
+                                                              std::string_view payload) {
     if (phase_.load(std::memory_order_relaxed) != phase::running) {
         return protocol::error_code::draining;
     }

@@ -2,6 +2,8 @@
 
 #include <sys/resource.h>
 
+#include <optional>
+
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 
@@ -49,16 +51,58 @@ registry_options effective_options(const config& c, std::size_t& clamped) {
 }
 
 tls_files tls_files_of(const config& c) { return {c.tls_cert, c.tls_key, c.tls_ca}; }
+
+cluster_options cluster_options_of(const config& c) {
+    cluster_options o;
+    o.etcd = c.cluster_etcd;
+    o.name = c.cluster_name;
+    o.node_id = c.node_id_auto ? 0 : c.node_id;
+    o.peer_address = c.peer_address;
+    o.peer_port = c.peer_port;
+    o.peer_advertise = c.peer_advertise;
+    if (!c.listen_address.empty()) {
+        o.client_advertise = c.listen_address + ":" + std::to_string(c.port);
+    }
+    o.token = c.cluster_token;
+    o.lease_ttl = std::chrono::seconds(c.cluster_lease_ttl_s);
+    o.link_queue_bytes = c.cluster_link_queue_bytes;
+    o.join_timeout = std::chrono::milliseconds(c.cluster_join_timeout_ms);
+    o.boot_epoch = c.boot_epoch;
+    return o;
+}
 }  // namespace
 
 server::server(const config& cfg, hooks h)
     : cfg_(cfg)
     , work_(asio::make_work_guard(io_)) {
     std::size_t clamped = 0;
-    const registry_options opts = effective_options(cfg_, clamped);
+    registry_options opts = effective_options(cfg_, clamped);
     max_sessions_.store(clamped);
+    if (cfg_.cluster_enabled()) {
+        // The node id comes from etcd before any session exists: claim it now, running the
+        // io_context on this thread until the claim completes (the I/O threads start later).
+        cluster_ = std::make_unique<cluster>(io_.get_executor(), cluster_options_of(cfg_));
+        std::optional<std::error_code> joined;
+        cluster_->async_join([&joined](std::error_code ec, std::uint32_t) { joined = ec; });
+        while (!joined) {
+            io_.run_one();
+        }
+        if (*joined) {
+            const std::string why = cluster_->last_error();
+            cluster_.reset();
+            io_.restart();
+            io_.poll();
+            throw cluster_error(*joined, "cluster: " + joined->message() + (why.empty() ? "" : ": " + why));
+        }
+        opts.node_id = cluster_->node_id();
+        opts.boot_epoch = cluster_->boot_epoch();
+        cfg_.node_id = opts.node_id;
+    }
     registry_ = std::make_unique<registry>(io_.get_executor(), opts, std::move(h));
     cfg_.boot_epoch = registry_->boot_epoch();
+    if (cluster_) {
+        cluster_->attach(*registry_);
+    }
 
     listener::options lo{std::chrono::milliseconds(cfg_.accept_backoff_min_ms),
                          std::chrono::milliseconds(cfg_.accept_backoff_max_ms)};
@@ -90,6 +134,7 @@ server::server(const config& cfg, hooks h)
         monitor_ = std::make_unique<monitor>(io_.get_executor(), mep, *registry_,
                                              cfg_.max_monitor_connections);
         monitor_->set_config(redacted_json(cfg_));
+        monitor_->set_cluster(cluster_.get());
         monitor_port_ = monitor_->port();
         monitor_endpoint_ = endpoint_text(monitor_->endpoint());
     }
@@ -104,6 +149,7 @@ server::~server() {
     if (monitor_) {
         monitor_->stop();
     }
+    cluster_.reset();  // closes the links and etcd requests (queued: the poll below runs them)
     io_.restart();
     io_.poll();
     monitor_.reset();
@@ -154,6 +200,11 @@ nlohmann::ordered_json server::describe() const {
     f["tls"] = tls_listener_ ? endpoint_text(tls_listener_->endpoint()) : std::string("off");
     f["monitor"] = monitor_ ? monitor_endpoint_ : std::string("off");
     f["node"] = cfg_.node_id;
+    if (cluster_) {
+        f["cluster"] = cfg_.cluster_name;
+        f["peer"] = cluster_->routez().value("peer_address", std::string());
+        f["etcd"] = cfg_.cluster_etcd;
+    }
     f["epoch"] = cfg_.boot_epoch;
     f["threads"] = cfg_.effective_threads();
     // On or off only: a token never reaches a log line.
@@ -186,6 +237,13 @@ void server::drain() {
     }
     log::event(spdlog::level::info, "draining",
                {{"sessions", registry_->size()}, {"drain_timeout_ms", cfg_.drain_timeout_ms}});
+    if (cluster_) {
+        // Leave first (the lease revoked: peers drop this node at once), then drain.
+        cluster_->async_leave([this](std::error_code) {
+            shutdown_then_stop(std::chrono::milliseconds(cfg_.drain_timeout_ms));
+        });
+        return;
+    }
     shutdown_then_stop(std::chrono::milliseconds(cfg_.drain_timeout_ms));
 }
 

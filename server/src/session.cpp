@@ -179,7 +179,74 @@ void session::on_read(std::error_code ec, std::string_view in) {
 
 // ------------------------------------------------------------------------------------- writing
 
-void session::reply(std::string_view frame) { (void)enqueue(frame, {}, {}, true); }
+void session::reply(std::string_view frame) {
+    if (held_.empty()) {
+        (void)enqueue(frame, {}, {}, true);
+        return;
+    }
+    // Behind a pending remote answer: hold it, in order.
+    if (!held_.back().ready) {
+        held_.push_back({true, {}});
+    }
+    held_.back().bytes.append(frame);
+    held_bytes_ += frame.size();
+    if (held_bytes_ > core_->hot().max_queue_bytes.load(std::memory_order_relaxed)) {
+        close(close_reason::slow_consumer);  // pipelining past the cap behind a slow answer
+    }
+}
+
+void session::remote_request(bool kick, protocol::session_id target) {
+    if (remote_pending_ >= max_remote_requests) {
+        reply_error(error_code::rate_limited, "too many INFO/KICK of other nodes' sessions in flight");
+        return;
+    }
+    ++remote_pending_;
+    const std::uint64_t seq = held_base_ + held_.size();
+    held_.push_back({false, {}});
+    detail::remote_router* r = core_->router();
+    r->request(kick, target,
+               [self = shared_from_this(), seq, kick, target](std::optional<error_code> err, std::string json) {
+                   // Any thread: build the reply and fill the slot on the strand.
+                   std::string f;
+                   if (err) {
+                       protocol::encode(f, protocol::err_msg{*err, *err == error_code::node_unreachable
+                                                                       ? "no link to the session's node"
+                                                                       : "no live session " + target.to_string()});
+                   } else if (kick) {
+                       protocol::encode(f, protocol::ok_msg{"kicked"});
+                   } else {
+                       protocol::encode(f, protocol::body_msg{protocol::body_kind::info, json});
+                   }
+                   asio::post(self->strand_, [self, seq, f = std::move(f)]() mutable { self->fill_slot(seq, std::move(f)); });
+               });
+}
+
+void session::fill_slot(std::uint64_t seq, std::string frame) {
+    --remote_pending_;
+    if (seq < held_base_ || seq - held_base_ >= held_.size()) {
+        return;
+    }
+    reply_slot& slot = held_[seq - held_base_];
+    slot.ready = true;
+    held_bytes_ += frame.size();
+    slot.bytes = std::move(frame);
+    while (!held_.empty() && held_.front().ready) {
+        held_bytes_ -= held_.front().bytes.size();
+        (void)enqueue(held_.front().bytes, {}, {}, true);
+        held_.pop_front();
+        ++held_base_;
+    }
+}
+
+void session::deliver_ack(std::string_view token, std::optional<error_code> err) {
+    if (closing_.load(std::memory_order_relaxed)) {
+        return;
+    }
+    thread_local std::string f;
+    f.clear();
+    protocol::encode(f, protocol::ack_msg{token, err});
+    (void)enqueue(f, {}, {}, true);
+}
 
 void session::reply_error(error_code code, std::string_view text) {
     std::string f;

@@ -65,7 +65,9 @@ void session::handle(const protocol::command& cmd) {
             } else if constexpr (std::is_same_v<T, protocol::send_msg>) {
                 handle_send(m);
             } else if constexpr (std::is_same_v<T, protocol::info_msg>) {
-                if (auto s = core_->find(m.id); s && s->routable()) {
+                if (core_->is_remote(m.id)) {
+                    remote_request(false, m.id);
+                } else if (auto s = core_->find(m.id); s && s->routable()) {
                     std::string f;
                     protocol::encode(f, s->info());
                     reply(f);
@@ -85,6 +87,8 @@ void session::handle(const protocol::command& cmd) {
             } else if constexpr (std::is_same_v<T, protocol::kick_msg>) {
                 if (!admin_) {
                     reply_error(error_code::not_authorized, admin_refusal(core_->options(), false));
+                } else if (core_->is_remote(m.id)) {
+                    remote_request(true, m.id);
                 } else if (core_->kick(m.id, close_reason::kicked)) {
                     std::string f;
                     protocol::encode(f, protocol::ok_msg{"kicked"});
@@ -203,7 +207,10 @@ void session::handle_send(const protocol::send_msg& m) {
     // Route latency, sampled (registry_stats::route_latency): two clock reads every 16th SEND.
     const bool sample = ++route_sample_ % registry_stats::route_sample_every == 0;
     const clock::time_point t0 = sample ? clock::now() : clock::time_point{};
-    const auto err = core_->send(m.to, id_, m.payload);
+    const auto err = core_->send(m.to, id_, m.payload, m.token);
+    if (!err && !m.token.empty() && core_->is_remote(m.to)) {
+        return;  // queued for another node: its owner's verdict comes as an ACK (deliver_ack)
+    }
     if (sample) {
         core_->stats().route_latency.observe_ns(static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()));
@@ -213,6 +220,8 @@ void session::handle_send(const protocol::send_msg& m) {
         why = "the target's queue is full";
     } else if (err == error_code::draining) {
         why = "the server is draining";
+    } else if (err == error_code::node_unreachable) {
+        why = "no link to the node of " + m.to.to_string();
     } else if (err) {
         why = "no live session " + m.to.to_string();
     }

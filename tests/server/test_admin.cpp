@@ -510,7 +510,8 @@ TEST_CASE("monitor: unknown and repeated query parameters are 400 naming them") 
     test_server s(test_config());
     const std::vector<std::pair<std::string, std::vector<std::string>>> bad = {
         {"/connz?limt=5", {"'limt'", "/connz takes limit, after, sort, offset, name"}},
-        {"/healthz?verbose=1", {"'verbose'", "/healthz takes no parameters"}},
+        {"/healthz?verbose=1", {"'verbose'", "/healthz takes format"}},
+        {"/routez?x=1", {"'x'", "/routez takes no parameters"}},
         {"/metrics?x", {"'x'", "/metrics takes no parameters"}},
         {"/healthz?limit=5", {"'limit'"}},
         {"/connz?limit=1&limit=2", {"'limit' given twice"}},

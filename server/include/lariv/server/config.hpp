@@ -52,6 +52,20 @@ struct config : registry_options {
     std::string log_level = "info";  ///< trace, debug, info, warn, error, critical, off
     std::string log_format = "text";  ///< text or json
 
+    // Cluster (server/DESIGN.md "Cluster"; PROTOCOL.md section 11): off while cluster_etcd is "".
+    std::string cluster_etcd;            ///< etcd's client URL, e.g. http://127.0.0.1:2379
+    std::string cluster_name = "lariv";  ///< keys under /lariv/<name>/ in etcd
+    std::string cluster_token;           ///< the secret every peer link proves
+    std::uint32_t cluster_lease_ttl_s = 10;
+    std::size_t cluster_link_queue_bytes = 16U << 20;  ///< per peer link; over it: queue_full
+    std::uint32_t cluster_join_timeout_ms = 30000;     ///< give up starting when etcd is down this long
+    std::string peer_address = "127.0.0.1";            ///< the peer listener's bind address
+    std::uint16_t peer_port = 7414;                    ///< 0 = ephemeral
+    std::string peer_advertise;                        ///< how peers reach this node; "" = peer_address:port
+    /// node_id "auto" (cluster only): the lowest free id, claimed in etcd at start.
+    bool node_id_auto = false;
+    [[nodiscard]] bool cluster_enabled() const noexcept { return !cluster_etcd.empty(); }
+
     friend bool operator==(const config&, const config&) = default;
 
     /// Every key in range (the table below) and the keys fitting together. Throws config_error.

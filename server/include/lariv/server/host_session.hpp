@@ -26,11 +26,13 @@
 #include <chrono>
 #include <concepts>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include <asio/any_io_executor.hpp>
 
+#include "lariv/protocol/error.hpp"
 #include "lariv/protocol/json.hpp"
 #include "lariv/protocol/session_id.hpp"
 #include "lariv/server/session_state.hpp"
@@ -82,6 +84,12 @@ public:
 
     /// Queue a routed message. Any thread.
     virtual deliver_result deliver(protocol::session_id from, std::string_view payload) = 0;
+    /// The verdict of a tokened SEND this session sent to another node (`ACK <token> ...`). Any
+    /// thread. A host session does not send tokened SENDs: the default does nothing.
+    virtual void deliver_ack(std::string_view token, std::optional<protocol::error_code> err) {
+        (void)token;
+        (void)err;
+    }
     /// End the session (kick, shutdown). Any thread, idempotent.
     virtual void close(close_reason why) = 0;
     /// Graceful drain: flush what was accepted, then close. Any thread, idempotent.

@@ -27,6 +27,7 @@
 #include <asio/ip/tcp.hpp>
 #include <nlohmann/json.hpp>
 
+#include "lariv/server/cluster.hpp"
 #include "lariv/server/config.hpp"
 #include "lariv/server/registry.hpp"
 
@@ -59,7 +60,10 @@ public:
     /// A malformed target is a 400, never an exception. `config` is what /varz shows as the
     /// configuration (secrets already redacted; null for none).
     [[nodiscard]] static response handle(registry& reg, const std::string& target,
-                                         const nlohmann::json& config = nullptr);
+                                         const nlohmann::json& config = nullptr, const cluster* cl = nullptr);
+    /// The cluster /routez, /healthz?format=json and /metrics report (it must outlive the
+    /// monitor). Call before start().
+    void set_cluster(const cluster* c) noexcept { cluster_ = c; }
     /// The configuration /varz shows (larivd: redacted_json(cfg)). Call before start().
     void set_config(nlohmann::json redacted) {
         config_ = std::make_shared<const nlohmann::json>(std::move(redacted));
@@ -78,6 +82,7 @@ private:
     registry& reg_;
     std::shared_ptr<conn_count> count_;
     std::shared_ptr<const nlohmann::json> config_;  // shared with the HTTP connections
+    const cluster* cluster_ = nullptr;
     std::size_t max_connections_;
     std::shared_ptr<listener> listener_;
     std::mutex conns_mu_;

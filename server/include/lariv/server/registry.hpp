@@ -201,6 +201,8 @@ public:
     void reload(const registry_options& opts);
 
 private:
+    friend class cluster;  // attach() installs its router in the core
+
     template <class Handler>
     struct waiter final : detail::shutdown_waiter {
         // decay: asio::prefer returns T&& when the executor ignores the property (e.g.

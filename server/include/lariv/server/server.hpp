@@ -17,6 +17,7 @@
 #include <asio/io_context.hpp>
 
 #include "lariv/server/config.hpp"
+#include "lariv/server/cluster.hpp"
 #include "lariv/server/registry.hpp"
 
 namespace asio::ssl {
@@ -70,6 +71,8 @@ public:
     [[nodiscard]] std::shared_ptr<asio::ssl::context> tls_context() const;
     [[nodiscard]] std::uint16_t monitor_port() const noexcept { return monitor_port_; }
     [[nodiscard]] registry& reg() noexcept { return *registry_; }
+    /// The cluster this node is a member of (cluster_etcd set), or nullptr.
+    [[nodiscard]] cluster* cluster_member() noexcept { return cluster_.get(); }
     [[nodiscard]] asio::io_context& context() noexcept { return io_; }
     [[nodiscard]] const config& cfg() const noexcept { return cfg_; }
     /// max_sessions after the fd-limit clamp (cfg().max_sessions is the requested value).
@@ -85,6 +88,9 @@ private:
     std::atomic<std::size_t> max_sessions_{0};
     asio::io_context io_;
     asio::executor_work_guard<asio::io_context::executor_type> work_;
+    // Declared before the registry: destroyed after it (the registry's core keeps the cluster's
+    // router alive anyway; the monitor reads the cluster until it is gone).
+    std::unique_ptr<cluster> cluster_;
     std::unique_ptr<registry> registry_;
     std::shared_ptr<listener> listener_;  // null when listen_address is ""
     // TLS (server/DESIGN.md, "TLS"): the listener, the context for new connections (replaced on

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -57,6 +58,9 @@ public:
     /// Queues `MSG <from> <n>` + payload. Thread-safe. Applies the slow-consumer policy when the
     /// queue is over its cap.
     deliver_result deliver(protocol::session_id from, std::string_view payload) override;
+    /// Queues `ACK <token> ok|<code>`: the owner node's verdict on a tokened SEND to another
+    /// node. Thread-safe; never dropped (a session that cannot take it is a slow consumer).
+    void deliver_ack(std::string_view token, std::optional<protocol::error_code> err) override;
     /// Queues a preformatted frame (e.g. a host notice). Thread-safe.
     deliver_result send_frame(std::string_view frame);
     /// Closes the session (the client first gets the reason's -ERR, if any). Thread-safe,
@@ -106,7 +110,14 @@ private:
     void handle_hello(const protocol::hello_msg& m);
     void handle_send(const protocol::send_msg& m);
 
+    /// Queues a reply to one of the client's commands. Replies leave in the order of the
+    /// commands (PROTOCOL.md 2): while an INFO or KICK of another node's session waits for its
+    /// answer, later replies are held behind it (held_).
     void reply(std::string_view frame);
+    /// INFO / KICK of a session of another node: a reply slot now, filled when the owner answers.
+    void remote_request(bool kick, protocol::session_id target);
+    /// The answer for reply slot `seq` came: fill it, then send every filled slot at the front.
+    void fill_slot(std::uint64_t seq, std::string frame);
     void reply_error(protocol::error_code code, std::string_view text);
     /// (Re)arms tick_ for the earliest running deadline, or for nothing. Strand only.
     void arm_tick();
@@ -167,6 +178,18 @@ private:
     std::atomic<std::int64_t> rtt_us_{-1};
     clock::time_point ping_sent_{};  // strand only: the heartbeat PING awaiting its PONG
     std::uint32_t route_sample_ = 0;  // strand only: counts SENDs for the sampled route latency
+    // Replies held behind a pending remote INFO/KICK (strand only). held_[0] is reply slot
+    // held_base_; a slot is ready once its bytes are final. Bounded: at most
+    // max_remote_requests pending, and held bytes count against max_queue_bytes.
+    struct reply_slot {
+        bool ready = false;
+        std::string bytes;
+    };
+    std::deque<reply_slot> held_;
+    std::uint64_t held_base_ = 0;
+    std::size_t held_bytes_ = 0;
+    std::uint32_t remote_pending_ = 0;
+    static constexpr std::uint32_t max_remote_requests = 64;
 };
 
 namespace detail {

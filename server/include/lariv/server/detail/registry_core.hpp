@@ -122,6 +122,26 @@ struct shutdown_waiter {
     std::uint64_t ticket = 0;  ///< names this wait for cancel_waiter()
 };
 
+/// The registry's way to sessions of other nodes: a cluster (lariv/server/cluster.hpp)
+/// implements it and registry_core::set_router() installs it. Routing has one home: the core's
+/// send() sends a target whose node part is not this node's here, and nothing else branches
+/// on the node part.
+class remote_router {
+public:
+    virtual ~remote_router() = default;
+    /// A SEND to session `to` of another node. nullopt: queued on the link to its node (with a
+    /// non-empty `token` the owner's verdict arrives later, through registry_core::deliver_ack);
+    /// otherwise the verdict now: unknown_session (no such node, or an old boot epoch of it),
+    /// node_unreachable (no link up), queue_full (the link's queue is full). Any thread.
+    virtual std::optional<protocol::error_code> forward(protocol::session_id to, protocol::session_id from,
+                                                        std::string_view payload, std::string_view token) = 0;
+    /// What request() completes with: an error, or the +INFO JSON text (a kick: "").
+    using request_done = std::function<void(std::optional<protocol::error_code>, std::string)>;
+    /// INFO (kick = false) or KICK of session `target` of another node. `done` runs exactly
+    /// once, on any thread, never inside this call.
+    virtual void request(bool kick, protocol::session_id target, request_done done) = 0;
+};
+
 /// The 128-bit id <-> Lariv index mapping. The high half (node, boot epoch) is the index's own;
 /// the low half (generation, slot) goes through a keyed 64-bit Feistel permutation, so ids are
 /// not guessable from one another (a client cannot address the session after its own), while
@@ -217,8 +237,24 @@ public:
     // --- lookup and routing
     [[nodiscard]] std::shared_ptr<session_base> find(protocol::session_id id) const;
     [[nodiscard]] protocol::error_code missing_reason(protocol::session_id id) const;
+    /// Routes to a session of this node, or through the router to another node's (see
+    /// remote_router::forward for `token`: a local target ignores it).
     std::optional<protocol::error_code> send(protocol::session_id to, protocol::session_id from,
-                                             std::string_view payload);
+                                             std::string_view payload, std::string_view token = {});
+    /// Delivers to a session of this node only (a ROUTE from a peer node).
+    std::optional<protocol::error_code> send_local(protocol::session_id to, protocol::session_id from,
+                                                   std::string_view payload);
+    /// The owner node's verdict for a tokened SEND that local session `from` sent to another
+    /// node: `from` gets `ACK <token> ok|<code>`. Any thread.
+    void deliver_ack(protocol::session_id from, std::string_view token, std::optional<protocol::error_code> err);
+    /// Installs the router to other nodes (once, before sessions route; it lives as long as
+    /// the core). Thread-safe.
+    void set_router(std::shared_ptr<remote_router> r);
+    [[nodiscard]] remote_router* router() const noexcept { return router_ptr_.load(std::memory_order_acquire); }
+    /// True when `id` names a session of another node (and a router is installed).
+    [[nodiscard]] bool is_remote(protocol::session_id id) const noexcept {
+        return id.node() != opts_.node_id && router() != nullptr;
+    }
     bool kick(protocol::session_id id, close_reason why);
     void for_each(const std::function<bool(session_base&)>& f, std::uint32_t first_slot) const;
     [[nodiscard]] protocol::list_page list(std::optional<protocol::session_id> after,
@@ -307,6 +343,10 @@ private:
     std::atomic<std::size_t> open_{0};
     std::atomic<phase> phase_{phase::running};
     std::atomic<std::int64_t> drain_linger_ms_{0};
+    // The router to other nodes: written once by set_router (release), read per remote send
+    // (acquire); router_ keeps it alive for the core's life.
+    std::shared_ptr<remote_router> router_;
+    std::atomic<remote_router*> router_ptr_{nullptr};
 
     // Hooks: enabled until abandon(); in-flight count so abandon() can wait for other threads.
     std::atomic<bool> hooks_enabled_{true};
