@@ -501,6 +501,8 @@ struct shared_state {
     bench_mode mode = bench_mode::route;
     bool nats = false;
     tcp::endpoint ep;
+    tcp::endpoint ep2;          // --server2: the receivers' server (another node of a cluster)
+    bool has_ep2 = false;
     std::string hello_frame;    // lariv HELLO
     std::string connect_frame;  // NATS CONNECT (the PING follows it)
     std::atomic<int> ph{static_cast<int>(phase::setup)};
@@ -656,7 +658,8 @@ private:
         c.dec = proto::reply_decoder();
         c.nats.reset();
         const std::uint32_t gen = ++c.gen;
-        c.sock.async_connect(s_.ep, in_slot(c.read_slot, [this, &c, gen](std::error_code ec) {
+        const tcp::endpoint& ep = c.what == role::rx && s_.has_ep2 ? s_.ep2 : s_.ep;
+        c.sock.async_connect(ep, in_slot(c.read_slot, [this, &c, gen](std::error_code ec) {
             if (gen != c.gen || stopping_) {
                 return;
             }
@@ -1262,6 +1265,8 @@ void add_bench_options(CLI::App& sub, bench_options& o) {
     sub.add_option("--sessions", o.sessions, "idle: sessions to open and hold")
         ->check(CLI::Range(1U, 10000000U))
         ->capture_default_str();
+    sub.add_option("--server2", o.server2,
+                   "route, rate: receivers connect to this host:port (another node of the cluster), senders to --server");
     sub.add_option("--server-pid", o.server_pid, "Read the server's RSS and CPU time from /proc/PID")
         ->check(CLI::Range(1, INT_MAX));
     sub.add_flag("-q,--quiet", o.quiet, "No progress line on stderr");
@@ -1325,20 +1330,31 @@ int run_bench(bench_options o) {
         }
     }
 
+    if (!o.server2.empty() && s.mode != bench_mode::route && s.mode != bench_mode::rate) {
+        return usage_error("--server2 is for route and rate (receivers on another node)");
+    }
+    const auto hp2 = split_host_port(o.server2.empty() ? o.server : o.server2);
+    if (!hp2) {
+        return usage_error("--server2 must be host:port, got '" + o.server2 + "'");
+    }
+
     // ---- resolve
-    {
+    for (int which = 0; which < (o.server2.empty() ? 1 : 2); ++which) {
+        const auto& h = which == 0 ? *hp : *hp2;
         asio::io_context rio;
         tcp::resolver res(rio);
         std::error_code ec;
-        auto r = res.resolve(hp->first, hp->second, ec);
+        auto r = res.resolve(h.first, h.second, ec);
         if (ec || r.empty()) {
-            std::fprintf(stderr, "lariv bench: resolve %s: %s\n", o.server.c_str(), ec ? ec.message().c_str() : "no address");
+            std::fprintf(stderr, "lariv bench: resolve %s: %s\n", (which == 0 ? o.server : o.server2).c_str(),
+                         ec ? ec.message().c_str() : "no address");
             if (hist_file != nullptr) {
                 std::fclose(hist_file);
             }
             return exit_unavailable;
         }
-        s.ep = r.begin()->endpoint();
+        (which == 0 ? s.ep : s.ep2) = r.begin()->endpoint();
+        s.has_ep2 = which == 1;
     }
     {
         proto::hello_msg h;
@@ -1444,6 +1460,12 @@ int run_bench(bench_options o) {
             server_rss1 = o.server_pid != 0 ? rss_kib(o.server_pid) : std::nullopt;
             client_rss1 = rss_kib(0);
         }
+        if (s.has_ep2) {
+            // Receivers on another node: let the cluster learn them first (a NATS cluster
+            // propagates a subscription's interest over its routes asynchronously; a message
+            // published before that is dropped, which the loss check would report).
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        }
         s.ph.store(static_cast<int>(phase::warmup));
         for (auto& w : workers) {
             w->start();
@@ -1545,6 +1567,9 @@ int run_bench(bench_options o) {
     j["mode"] = mode_name(s.mode);
     j["protocol"] = o.protocol;
     j["server"] = o.server;
+    if (!o.server2.empty()) {
+        j["server2"] = o.server2;
+    }
     j["client_threads"] = threads;
     j["seconds"] = secs;
     j["warmup"] = s.mode == bench_mode::idle ? 0.0 : o.warmup;

@@ -23,6 +23,7 @@ struct bench_options {
     std::string protocol = "lariv";   // lariv | nats
     std::string server;               // host:port; filled by main from the common option
     bool server_given = false;        // --server or LARIV_SERVER was set (else nats uses :4222)
+    std::string server2;              // route, rate: receivers connect here (another node)
     unsigned client_threads = 0;      // 0: mode default
     double seconds = 3.0;
     double warmup = 0.5;
