@@ -10,6 +10,11 @@
 // host accepts them and hands each socket to registry::adopt, and from then on the registry speaks
 // the Lariv wire protocol (PROTOCOL.md) with them. Hooks tell the host when sessions open and close.
 //
+// --cluster-etcd URL [--node-id N] [--peer-port P] [--cluster-token T]: the host joins a cluster
+// of larivd nodes (lariv/server/cluster.hpp): its registry's sessions and theirs route to each
+// other by id, and "to <id> <text>" reaches a session on any node. The node id is claimed in etcd
+// before the registry is built (auto by default), because every session id carries it.
+//
 // --selftest: binds ephemeral ports, connects a protocol client and an operator client to itself,
 // checks that the open hook fired and that a broadcast arrived, and exits 0 (or 1) within ~1 s.
 #include <asio/bind_executor.hpp>
@@ -22,6 +27,7 @@
 #include <asio/signal_set.hpp>
 #include <asio/strand.hpp>
 #include <asio/streambuf.hpp>
+#include <asio/use_future.hpp>
 #include <asio/write.hpp>
 
 #include <atomic>
@@ -42,6 +48,7 @@
 #include "lariv/protocol/decoder.hpp"
 #include "lariv/protocol/encoder.hpp"
 #include "lariv/protocol/json.hpp"
+#include "lariv/server/cluster.hpp"
 #include "lariv/server/registry.hpp"
 #include "lariv/server/session.hpp"
 
@@ -62,11 +69,17 @@ struct member {
 /// The host application: owns the io_context, the registry and both acceptors.
 class host {
 public:
-    host(std::uint16_t line_port, std::uint16_t registry_port)
+    host(std::uint16_t line_port, std::uint16_t registry_port,
+         const std::optional<srv::cluster_options>& cluster = std::nullopt)
         : control_(asio::make_strand(io_))
-        , registry_(io_.get_executor(), make_config(), make_hooks())
+        , cluster_(cluster ? std::make_unique<srv::cluster>(io_.get_executor(), *cluster) : nullptr)
+        , registry_(io_.get_executor(), make_config(join()), make_hooks())
         , line_acceptor_(control_, tcp::endpoint(asio::ip::address_v4::loopback(), line_port))
-        , registry_acceptor_(control_, tcp::endpoint(asio::ip::address_v4::loopback(), registry_port)) {}
+        , registry_acceptor_(control_, tcp::endpoint(asio::ip::address_v4::loopback(), registry_port)) {
+        if (cluster_) {
+            cluster_->attach(registry_);  // sends to other nodes' ids now go over the links
+        }
+    }
 
     ~host() { shutdown(); }
 
@@ -99,6 +112,11 @@ public:
                 }
             }
         });
+        if (cluster_ && !threads_.empty()) {
+            // Leave first: peers drop this node at once instead of after the lease TTL.
+            auto left = cluster_->async_leave(asio::use_future);
+            left.wait_for(std::chrono::seconds(3));
+        }
         std::promise<std::error_code> drained;
         registry_.async_shutdown(std::chrono::seconds(2), [&](std::error_code ec) { drained.set_value(ec); });
         if (!threads_.empty()) {
@@ -115,6 +133,7 @@ public:
     }
 
     [[nodiscard]] std::uint16_t line_port() const { return line_acceptor_.local_endpoint().port(); }
+    [[nodiscard]] std::uint32_t node_id() const { return registry_.node_id(); }
     [[nodiscard]] std::uint16_t registry_port() const {
         return registry_acceptor_.local_endpoint().port();
     }
@@ -160,9 +179,24 @@ public:
     }
 
 private:
-    static srv::registry_options make_config() {
+    /// With a cluster: claims the node id in etcd (running the io_context on this thread until
+    /// the claim completes; the I/O threads start later) and returns it with the boot epoch.
+    std::pair<std::uint32_t, std::uint32_t> join() {
+        if (!cluster_) {
+            return {21, 0};
+        }
+        auto claimed = cluster_->async_join(asio::use_future);
+        while (claimed.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+            io_.run_one();
+        }
+        const std::uint32_t id = claimed.get();  // throws: id taken, etcd unreachable
+        return {id, cluster_->boot_epoch()};
+    }
+
+    static srv::registry_options make_config(std::pair<std::uint32_t, std::uint32_t> identity) {
         srv::registry_options c;
-        c.node_id = 21;
+        c.node_id = identity.first;
+        c.boot_epoch = identity.second;
         c.max_sessions = 1000;
         c.registry_buffer = 64;
         c.heartbeat_ms = 10000;
@@ -281,6 +315,7 @@ private:
 
     asio::io_context io_;
     asio::strand<asio::io_context::executor_type> control_;  // the acceptors' strand
+    std::unique_ptr<srv::cluster> cluster_;  // before registry_: the id comes from it
     srv::registry registry_;  // constructed on our executor; owns no threads
     tcp::acceptor line_acceptor_;
     tcp::acceptor registry_acceptor_;
@@ -423,6 +458,13 @@ int selftest() {
 int main(int argc, char** argv) {
     std::uint16_t line_port = 7421;
     std::uint16_t registry_port = 7422;
+    std::optional<srv::cluster_options> cluster;
+    auto cl = [&]() -> srv::cluster_options& {
+        if (!cluster) {
+            cluster.emplace();
+        }
+        return *cluster;
+    };
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--selftest") {
@@ -431,14 +473,38 @@ int main(int argc, char** argv) {
         if ((a == "--port" || a == "--registry-port") && i + 1 < argc) {
             const auto v = static_cast<std::uint16_t>(std::strtoul(argv[++i], nullptr, 10));
             (a == "--port" ? line_port : registry_port) = v;
+        } else if (a == "--cluster-etcd" && i + 1 < argc) {
+            cl().etcd = argv[++i];
+        } else if (a == "--cluster-name" && i + 1 < argc) {
+            cl().name = argv[++i];
+        } else if (a == "--cluster-token" && i + 1 < argc) {
+            cl().token = argv[++i];
+        } else if (a == "--node-id" && i + 1 < argc) {
+            const std::string v = argv[++i];
+            cl().node_id = v == "auto" ? 0 : static_cast<std::uint32_t>(std::strtoul(v.c_str(), nullptr, 10));
+        } else if (a == "--peer-port" && i + 1 < argc) {
+            cl().peer_port = static_cast<std::uint16_t>(std::strtoul(argv[++i], nullptr, 10));
+        } else if (a == "--cluster-lease-ttl-s" && i + 1 < argc) {
+            cl().lease_ttl = std::chrono::seconds(std::strtoul(argv[++i], nullptr, 10));
         } else {
-            std::fprintf(stderr, "usage: %s [--port N] [--registry-port N] [--selftest]\n", argv[0]);
+            std::fprintf(stderr,
+                         "usage: %s [--port N] [--registry-port N] [--selftest]\n"
+                         "          [--cluster-etcd URL [--cluster-name NAME] [--cluster-token T] [--node-id N|auto]\n"
+                         "           [--peer-port P] [--cluster-lease-ttl-s S]]\n",
+                         argv[0]);
             return 64;
         }
     }
+    if (cluster && cluster->etcd.empty()) {
+        std::fprintf(stderr, "%s: the cluster flags need --cluster-etcd\n", argv[0]);
+        return 64;
+    }
     try {
-        host h(line_port, registry_port);
+        host h(line_port, registry_port, cluster);
         h.start(2);
+        if (cluster) {
+            std::printf("cluster member: node %u\n", h.node_id());
+        }
         std::printf("operators: nc localhost %u (who | say <text> | to <id> <text>)\n"
                     "registry clients: nc -C localhost %u (HELLO, SEND, ...)\n",
                     h.line_port(), h.registry_port());

@@ -174,6 +174,9 @@ struct peer {
     std::string shown_address;  // address, for routez (out_mu)
     std::string last_error;     // out_mu
     std::int64_t up_since_ms = 0;
+    // When the link last went down (or the peer appeared without one), steady-clock ns; 0 =
+    // never. A link down for longer than the lease TTL is the same as the node leaving.
+    std::atomic<std::int64_t> down_since{0};
     // Written by the link's strand only (one writer: a load and a store), read by monitoring.
     std::atomic<std::uint64_t> msgs_in{0};
     std::atomic<std::uint64_t> bytes_in{0};
@@ -224,6 +227,18 @@ public:
     void link_down(peer& p, const link_conn* l, const std::string& why);
     void note_error(std::string e);
     std::uint64_t unreachable() const noexcept { return unreachable_.load(std::memory_order_relaxed); }
+    /// The verdict for a peer without a link: node_unreachable, or unknown_session once the
+    /// link has been down for longer than the lease TTL (the same as the node leaving: etcd
+    /// would have dropped a node that silent). Only on the failure path (one clock read).
+    [[nodiscard]] error_code no_link(const peer& p) {
+        const std::int64_t since = p.down_since.load(std::memory_order_relaxed);
+        const std::int64_t now = clock::now().time_since_epoch().count();
+        if (since != 0 && now - since > std::chrono::duration_cast<clock::duration>(opts_.lease_ttl).count()) {
+            return error_code::unknown_session;
+        }
+        unreachable_.fetch_add(1, std::memory_order_relaxed);
+        return error_code::node_unreachable;
+    }
 
     asio::any_io_executor ex_;
 
@@ -1097,6 +1112,9 @@ void cluster_impl::upsert(std::uint32_t id, std::string address, std::uint32_t e
         stale->close("node " + std::to_string(id) + " restarted (new boot epoch)");
     }
     p.address = std::move(address);
+    if (p.state.load() != link_state::up) {
+        p.down_since.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    }
     p.epoch.store(ep, std::memory_order_release);
     log::event(level::info, "cluster: peer joined", {{"node", id}, {"peer", p.address}, {"epoch", ep}});
     maybe_dial(p);
@@ -1212,6 +1230,7 @@ void cluster_impl::link_up(peer& p, const std::shared_ptr<link_conn>& l, std::st
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
         p.state.store(link_state::up, std::memory_order_release);
+        p.down_since.store(0, std::memory_order_relaxed);
     }
     if (old) {
         old->close("replaced by a new link");
@@ -1235,6 +1254,7 @@ void cluster_impl::link_down(peer& p, const link_conn* l, const std::string& why
         p.last_error = why;
         if (p.link.get() == l) {
             was_up = true;
+            p.down_since.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
             p.link.reset();
             p.state.store(link_state::down, std::memory_order_release);
             p.pending.clear();
@@ -1327,8 +1347,7 @@ std::optional<error_code> cluster_impl::forward(protocol::session_id to, protoco
     {
         std::lock_guard lk(p->out_mu);
         if (!p->link) {
-            unreachable_.fetch_add(1, std::memory_order_relaxed);
-            return error_code::node_unreachable;
+            return no_link(*p);
         }
         if (p->pending.size() + p->writing_bytes + payload.size() > opts_.link_queue_bytes) {
             return error_code::queue_full;
@@ -1360,10 +1379,11 @@ void cluster_impl::request(bool kick, protocol::session_id target, request_done 
     }
     std::shared_ptr<link_conn> w;
     bool queued = false;
+    error_code why = error_code::node_unreachable;
     {
         std::lock_guard lk(p->out_mu);
         if (!p->link) {
-            unreachable_.fetch_add(1, std::memory_order_relaxed);
+            why = no_link(*p);
         } else {
             queued = true;
             const std::uint64_t id = p->next_request++;
@@ -1377,7 +1397,7 @@ void cluster_impl::request(bool kick, protocol::session_id target, request_done 
         }
     }
     if (!queued) {
-        fail(error_code::node_unreachable);
+        fail(why);
         return;
     }
     if (w) {
@@ -1470,6 +1490,11 @@ nlohmann::json cluster_impl::routez() const {
                              {"pending_acks", p->acks.size()},
                              {"pending_requests", p->requests.size()},
                              {"reconnects", p->reconnects.load()},
+                             {"down_ms", p->down_since.load() == 0 ? std::int64_t{0}
+                                                                   : std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                         clock::now().time_since_epoch() -
+                                                                         clock::duration(p->down_since.load()))
+                                                                         .count()},
                              {"last_error", p->last_error}});
         }
     }

@@ -12,12 +12,14 @@ import os
 import random
 import select
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
 
 from cluster_harness import (EXIT_CONFIG, SCALE, Client, Cluster, TestFailure, check, fail, id_epoch, id_node,
-                             forged_id, nodes_prefix, scaled, wait_until)
+                             forged_id, free_port, nodes_prefix, scaled, wait_until)
 
 LARIVD = None
 _tok = itertools.count(1)
@@ -367,6 +369,7 @@ def case_kill():
               f"kill: expected an ACK node_unreachable within {scaled(1):.1f} s of SIGKILL; got "
               f"{'none' if first_unreachable is None else f'one after {first_unreachable - t_kill:.2f} s'} "
               f"(acks {[(t, a.acks[t]) for t in a.ack_order][-8:]})")
+        print(f"kill: first ACK node_unreachable {first_unreachable - t_kill:.3f} s after SIGKILL")
         # Every tokened SEND is answered: ok (decided by node 2 before it died) or node_unreachable.
         def all_acked():
             a.pump(0.05)
@@ -385,6 +388,9 @@ def case_kill():
         key2 = f"{nodes_prefix(cl.name)}2"
         wait_until(lambda: key2 not in cl.node_keys(), max(0.1, ttl + 1 - (time.monotonic() - t_kill) / SCALE),
                    f"kill: etcd key {key2} to expire within TTL+1 = {ttl + 1} s of SIGKILL")
+        print(f"kill: node 2's key expired {time.monotonic() - t_kill:.2f} s after SIGKILL (TTL {ttl} s); "
+              f"{sum(1 for t in sent if a.acks[t] == 'ok')} ok and "
+              f"{sum(1 for t in sent if a.acks[t] == 'node_unreachable')} node_unreachable of {len(sent)} tokened SENDs")
         for n in (n1, n3):
             wait_until(lambda: n.peers().get(2, {"state": "down"})["state"] != "up", 3,
                        f"kill: {n.label} /routez to show node 2 not up")
@@ -746,6 +752,66 @@ def case_sigterm():
         deliver(b, a, b"2->1 after", "sigterm: node 2 -> node 1 after node 3 left")
         print(f"sigterm: key gone after {t_key:.2f} s, peers saw it after {t_peers:.2f} s")
     print("sigterm: PASS")
+
+
+def case_embed():
+    """examples/embed as a cluster member: the host's own Asio server joins through
+    lariv/server/cluster.hpp and routes to and from a larivd node, by id, both ways."""
+    exe = os.environ.get("LARIV_EMBED_EXAMPLE", "")
+    check(os.path.isfile(exe) and os.access(exe, os.X_OK),
+          f"embed: LARIV_EMBED_EXAMPLE={exe!r} must name the lariv_embed_example binary (CMake sets it)")
+    with Cluster(LARIVD) as cl:
+        n1 = cl.add(node_id=1)
+        line_port, reg_port, peer_port = free_port(), free_port(), free_port()
+        errf = open(os.path.join(cl.dir, "embed.stderr"), "wb")
+        host = subprocess.Popen([exe, "--port", str(line_port), "--registry-port", str(reg_port),
+                                 "--cluster-etcd", cl.etcd.endpoint, "--cluster-name", cl.name,
+                                 "--cluster-token", cl.token, "--node-id", "auto", "--peer-port", str(peer_port),
+                                 "--cluster-lease-ttl-s", str(cl.ttl)],
+                                stdout=subprocess.PIPE, stderr=errf)
+        try:
+            # The example's stdout: spdlog's lines (the cluster's events), then its banner.
+            seen = []
+            for _ in range(50):
+                line = host.stdout.readline().decode()
+                seen.append(line)
+                if not line or line.startswith("cluster member:"):
+                    break
+            check(seen[-1].startswith("cluster member: node 2"),
+                  f"embed: expected the host to claim node 2 (the lowest free id), got {seen!r}")
+            wait_until(lambda: n1.peers().get(2, {}).get("state") == "up", 10,
+                       "embed: node 1's /routez to show the embedding host (node 2) up")
+            x = n1.client("on-larivd")
+            y = Client(reg_port, name="on-host")
+            check(id_node(y.id) == 2, f"embed: a session of the host expected node 2 in its id, got {y.id}")
+            frm, body = y.recv_msg(5)  # the example greets every session (its open hook)
+            check(frm == "0" * 32 and body.startswith(b"welcome"),
+                  f"embed: expected the host's welcome notice first, got MSG from {frm} with {body!r}")
+            deliver(x, y, b"larivd -> host", "embed: node 1 -> the host's registry")
+            deliver(y, x, b"host -> larivd", "embed: the host's registry -> node 1")
+            # The host's own code routes to a remote id through registry::send.
+            op = socket.create_connection(("127.0.0.1", line_port), timeout=scaled(5))
+            op.sendall(b"to " + x.id.encode() + b" from the host itself\n")
+            frm, body = x.recv_msg(5)
+            check(body == b"from the host itself" and frm == "0" * 32,
+                  f"embed: expected the host's notice (from {'0' * 32}), got MSG from {frm} with {body!r}")
+            op.close()
+            host.send_signal(signal.SIGTERM)
+            code = host.wait(timeout=scaled(15))
+            check(code == 0, f"embed: the host exited {code} after SIGTERM, expected 0")
+            wait_until(lambda: 2 not in {p for p, e in n1.peers().items() if e.get("in_etcd", True)}, 3,
+                       "embed: node 1 to drop the host once it left (lease revoked)")
+            expect_code(x, y.id, b"gone", "unknown_session", "embed: SEND to the departed host's session")
+        finally:
+            if host.poll() is None:
+                host.kill()
+                host.wait()
+            errf.close()
+            text = open(os.path.join(cl.dir, "embed.stderr"), "rb").read().decode("utf-8", "replace")
+            for marker in ("ERROR: AddressSanitizer", "WARNING: ThreadSanitizer", "ERROR: LeakSanitizer",
+                           "runtime error:"):
+                check(marker not in text, f"embed: sanitizer report in the host's stderr:\n{text[-4000:]}")
+    print("embed: PASS")
 
 
 CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
