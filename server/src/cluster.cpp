@@ -1217,9 +1217,15 @@ void cluster_impl::dial_failed(peer& p, const std::string& why) {
 void cluster_impl::link_up(peer& p, const std::shared_ptr<link_conn>& l, std::string_view first) {
     std::shared_ptr<link_conn> old;
     bool kick = false;
+    // What was sent on a link this one replaces will never be answered on this one (the RACKs
+    // that come here answer only this link's ROUTEs, in order): fail it now, as link_down does.
+    std::deque<std::pair<protocol::session_id, std::string>> stale_acks;
+    std::unordered_map<std::uint64_t, request_done> stale_reqs;
     {
         std::lock_guard lk(p.out_mu);
         old = std::exchange(p.link, l);
+        stale_acks.swap(p.acks);
+        stale_reqs.swap(p.requests);
         p.pending.clear();
         p.pending.append(first);
         p.writing_bytes = 0;
@@ -1237,6 +1243,17 @@ void cluster_impl::link_up(peer& p, const std::shared_ptr<link_conn>& l, std::st
     }
     if (kick) {
         l->post_write();
+    }
+    if (!stale_acks.empty() || !stale_reqs.empty()) {
+        if (auto core = this->core()) {
+            for (const auto& [from, token] : stale_acks) {
+                core->deliver_ack(from, token, error_code::node_unreachable);
+            }
+        }
+        unreachable_.fetch_add(stale_acks.size(), std::memory_order_relaxed);
+        for (auto& [id, done] : stale_reqs) {
+            done(error_code::node_unreachable, {});
+        }
     }
     asio::post(strand_, [self = shared_from_this(), pp = &p] {
         pp->dialing = false;
