@@ -39,6 +39,7 @@
 #include "lariv/protocol/link.hpp"
 #include "lariv/server/detail/etcd.hpp"
 #include "lariv/server/detail/registry_core.hpp"
+#include "lariv/server/detail/secret.hpp"
 #include "lariv/server/listener.hpp"
 #include "lariv/server/log.hpp"
 #include "lariv/server/options.hpp"
@@ -106,20 +107,6 @@ const char* to_string(lease_state s) {
             return "left";
     }
     return "lost";
-}
-
-/// Constant-time token comparison (the same idea as the client auth's): the time says nothing
-/// about how much of the secret a guess got right.
-bool same_secret(std::string_view a, std::string_view b) noexcept {
-    constexpr std::size_t width = 256;
-    std::size_t diff = a.size() ^ b.size();
-    diff |= static_cast<std::size_t>(a.size() > width);
-    for (std::size_t i = 0; i < width; ++i) {
-        const auto x = static_cast<unsigned char>(i < a.size() ? a[i] : 0);
-        const auto y = static_cast<unsigned char>(i < b.size() ? b[i] : 0);
-        diff |= static_cast<std::size_t>(x ^ y);
-    }
-    return diff == 0;
 }
 
 std::uint32_t random_u32() {
@@ -216,6 +203,7 @@ public:
         return protocol::link_hello{protocol::link_version, opts_.name, node_id(), epoch_, opts_.token};
     }
     [[nodiscard]] bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
+    [[nodiscard]] bool lease_held() const noexcept { return lease_state_.load() == lease_state::held; }
     /// Appends a control frame (RACK, RES, PING, PONG) to p's queue and starts a write. Never
     /// refused (they answer what the peer sent, which its own cap bounds).
     template <class Frame>
@@ -444,7 +432,7 @@ private:
             refuse(error_code::unsupported_version, "this node speaks link version 1");
             return;
         }
-        if (!same_secret(h->token, o.token)) {
+        if (!detail::same_secret(h->token, o.token)) {
             refuse(error_code::not_authorized, "bad cluster token");
             return;
         }
@@ -665,8 +653,8 @@ cluster_impl::cluster_impl(asio::any_io_executor ex, cluster_options o)
     if (opts_.lease_ttl < std::chrono::seconds(1)) {
         throw config_error("cluster: the lease TTL must be at least 1 s");
     }
-    if (opts_.token.size() > 256) {
-        throw config_error("cluster: cluster_token is longer than 256 bytes");
+    if (opts_.token.size() > max_secret_size) {
+        throw config_error("cluster: cluster_token is longer than " + std::to_string(max_secret_size) + " bytes");
     }
     try {
         etcd_ = etcd_client::create(strand_, opts_.etcd);
@@ -1630,7 +1618,7 @@ const cluster_options& cluster::options() const noexcept { return impl_->opts();
 std::string cluster::last_error() const { return impl_->last_error(); }
 nlohmann::json cluster::routez() const { return impl_->routez(); }
 nlohmann::json cluster::health() const { return impl_->health(); }
-bool cluster::lease_held() const noexcept { return impl_->health()["lease"] == "held"; }
+bool cluster::lease_held() const noexcept { return impl_->lease_held(); }
 void cluster::write_metrics(std::ostream& o) const { impl_->write_metrics(o); }
 
 }  // namespace lariv::server

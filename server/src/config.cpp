@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "lariv/protocol/json.hpp"
+#include "lariv/server/detail/secret.hpp"
 
 namespace lariv::server {
 
@@ -183,9 +184,9 @@ const std::vector<entry>& table() {
             integer("rate_burst", 0, 10'000'000, reg_int<&R::rate_burst>(),
                     "Rate limit bucket size, 0 = rate_limit"),
             // Auth
-            text("auth_token", 0, protocol::max_token_size * 4, reg_text<&R::auth_token>(),
+            text("auth_token", 0, detail::max_secret_size, reg_text<&R::auth_token>(),
                  "Token every client must HELLO with (\"\" = none)"),
-            text("admin_token", 0, protocol::max_token_size * 4, reg_text<&R::admin_token>(),
+            text("admin_token", 0, detail::max_secret_size, reg_text<&R::admin_token>(),
                  "Token that unlocks KICK and LIST (\"\" = admin commands disabled)"),
             // Shutdown and operations
             integer("drain_timeout_ms", 0, hour_ms, reg_int<&R::drain_timeout_ms>(),
@@ -200,7 +201,7 @@ const std::vector<entry>& table() {
             text("cluster_etcd", 0, 255, cfg_text<&C::cluster_etcd>(),
                  "etcd client URL (http://host:port); \"\" = a single node, no cluster", d),
             text("cluster_name", 1, 64, cfg_text<&C::cluster_name>(), "Cluster name (etcd keys /lariv/<name>/)", d),
-            text("cluster_token", 0, 256, cfg_text<&C::cluster_token>(),
+            text("cluster_token", 0, detail::max_secret_size, cfg_text<&C::cluster_token>(),
                  "Secret every node-to-node link proves (set it on every node)", d),
             integer("cluster_lease_ttl_s", 1, 3600, cfg_int<&C::cluster_lease_ttl_s>(),
                     "TTL of the node's etcd lease: a node gone this long leaves the cluster", false, d),

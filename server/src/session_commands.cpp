@@ -4,6 +4,7 @@
 #include <variant>
 
 #include "lariv/protocol/encoder.hpp"
+#include "lariv/server/detail/secret.hpp"
 #include "lariv/server/registry.hpp"
 #include "lariv/server/session.hpp"
 
@@ -11,22 +12,6 @@ namespace lariv::server {
 
 namespace {
 using protocol::error_code;
-
-/// Token comparison in constant time: the loop runs over a fixed width (the longest token a
-/// configuration may hold) whatever the inputs, and the bytes and lengths are folded into one
-/// difference without an early exit, so the time says nothing about how much of the secret a
-/// guess got right.
-bool same_token(std::string_view given, std::string_view secret) noexcept {
-    constexpr std::size_t width = protocol::max_token_size * 4;  // config.cpp's auth_token bound
-    std::size_t diff = given.size() ^ secret.size();
-    diff |= static_cast<std::size_t>(given.size() > width);
-    for (std::size_t i = 0; i < width; ++i) {
-        const auto a = static_cast<unsigned char>(i < given.size() ? given[i] : 0);
-        const auto b = static_cast<unsigned char>(i < secret.size() ? secret[i] : 0);
-        diff |= static_cast<std::size_t>(a ^ b);
-    }
-    return diff == 0;
-}
 
 /// The -ERR for an admin command without admin rights.
 std::string_view admin_refusal(const registry_options& cfg, bool is_list) {
@@ -118,8 +103,8 @@ void session::handle_hello(const protocol::hello_msg& m) {
     // `auth` carries either token (PROTOCOL.md 2.1): the admin token also admits a client where
     // auth_token is set. An auth that matches no configured token is refused, even where none
     // is required (a mistyped admin token must not silently connect without admin rights).
-    const bool is_admin = !cfg.admin_token.empty() && same_token(m.auth, cfg.admin_token);
-    const bool is_client = cfg.auth_token.empty() ? m.auth.empty() : same_token(m.auth, cfg.auth_token);
+    const bool is_admin = !cfg.admin_token.empty() && detail::same_secret(m.auth, cfg.admin_token);
+    const bool is_client = cfg.auth_token.empty() ? m.auth.empty() : detail::same_secret(m.auth, cfg.auth_token);
     if (!is_admin && !is_client) {
         core_->note_auth_failure(remote_);
         reply_error(error_code::not_authorized, "bad auth token");

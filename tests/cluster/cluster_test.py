@@ -19,7 +19,8 @@ import threading
 import time
 
 from cluster_harness import (EXIT_CONFIG, SCALE, Client, Cluster, TestFailure, check, fail, id_epoch, id_node,
-                             forged_id, free_port, nodes_prefix, scaled, wait_until)
+                             forged_id, free_port, nodes_prefix, scaled, wait_until,
+                             SANITIZER_MARKERS)
 
 LARIVD = None
 _tok = itertools.count(1)
@@ -808,8 +809,7 @@ def case_embed():
                 host.wait()
             errf.close()
             text = open(os.path.join(cl.dir, "embed.stderr"), "rb").read().decode("utf-8", "replace")
-            for marker in ("ERROR: AddressSanitizer", "WARNING: ThreadSanitizer", "ERROR: LeakSanitizer",
-                           "runtime error:"):
+            for marker in SANITIZER_MARKERS:
                 check(marker not in text, f"embed: sanitizer report in the host's stderr:\n{text[-4000:]}")
     print("embed: PASS")
 
