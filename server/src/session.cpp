@@ -230,12 +230,13 @@ void session::fill_slot(std::uint64_t seq, std::string frame) {
     slot.ready = true;
     held_bytes_ += frame.size();
     slot.bytes = std::move(frame);
-    while (!held_.empty() && held_.front().ready) {
-        held_bytes_ -= held_.front().bytes.size();
-        (void)enqueue(held_.front().bytes, {}, {}, true);
-        held_.pop_front();
-        ++held_base_;
+    std::size_t done = 0;
+    for (; done < held_.size() && held_[done].ready; ++done) {
+        held_bytes_ -= held_[done].bytes.size();
+        (void)enqueue(held_[done].bytes, {}, {}, true);
     }
+    held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(done));
+    held_base_ += done;
 }
 
 void session::deliver_ack(std::string_view token, std::optional<error_code> err) {

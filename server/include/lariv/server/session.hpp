@@ -15,7 +15,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -185,7 +184,9 @@ private:
         bool ready = false;
         std::string bytes;
     };
-    std::deque<reply_slot> held_;
+    // A vector, not a deque: libstdc++'s deque allocates ~600 B when default-constructed, which
+    // every idle session would pay; an empty vector allocates nothing.
+    std::vector<reply_slot> held_;
     std::uint64_t held_base_ = 0;
     std::size_t held_bytes_ = 0;
     std::uint32_t remote_pending_ = 0;
