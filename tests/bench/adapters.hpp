@@ -95,6 +95,34 @@ private:
     lariv::Lariv<V> c_;
 };
 
+/// Lariv with snapshot reads: find() is load(), a copy validated by the slot word that writes
+/// nothing, so readers of one element do not move its cache line. (For 4 KiB values it copies
+/// the whole value: the price of a read that holds nothing.)
+template <class V>
+class LarivSnapAdapter {
+public:
+    using key_type = lariv::Index;
+    static constexpr const char* name = "lariv-snap";
+    static constexpr const char* note =
+        "lariv::Lariv<V, lariv::SnapshotTraits>, default Options; find = load(k, out) (a validated "
+        "copy, no write); key = lariv::Index";
+
+    LarivSnapAdapter(unsigned /*hw*/, std::size_t /*max_live*/) {}
+    key_type insert(std::uint64_t tag) { return c_.emplace(tag); }
+    bool find(const key_type& k, std::uint64_t& out) const {
+        V v(0);
+        if (!c_.load(k, v)) {
+            return false;
+        }
+        out = read_tag(v);
+        return true;
+    }
+    bool erase(const key_type& k) { return c_.remove(k); }
+
+private:
+    lariv::Lariv<V, lariv::SnapshotTraits> c_;
+};
+
 // ------------------------------------------------------------ sharded map + shared_mutex (DashMap)
 
 template <class V>

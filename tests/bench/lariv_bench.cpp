@@ -10,6 +10,9 @@
 //           the ring (50%) or remove of the oldest key (25%), so occupancy stays near 50%.
 //           ns/op = sample wall time / ops; one op in --lat-every is timed alone (rdtsc,
 //           calibrated against steady_clock) for the p50/p99/p99.9 latencies.
+//   hot     every thread looks up the same one element --hot-ops times per sample: the popular
+//           target session. ns/op = sample wall time / all threads' lookups (1000 / ns/op = M
+//           lookups/s in total), so a read that writes the element's cache line shows here.
 // Threads start each phase together from a std::barrier; sample 0 is a warm-up and is discarded.
 // Every op is checked: a lookup of a live key must find it with its value intact, every remove
 // of a live key must succeed, a removed key must not be found. Any failure makes the exit status
@@ -35,6 +38,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <new>
 #include <sstream>
@@ -125,11 +129,12 @@ struct Config {
     std::string json = "build/bench/results.jsonl";
     std::vector<std::string> only;      // container names; empty = all
     std::vector<std::size_t> sizes{8, 4096};
-    std::vector<std::string> workloads{"ops30k", "churn"};
+    std::vector<std::string> workloads{"ops30k", "churn", "hot"};
     std::size_t ops = 30000;            // ops30k: elements per sample
     std::size_t churn_ops = 100000;     // churn: ops per sample, all threads together
     std::size_t ring = 30000;           // churn: working set per thread (prefilled to half)
     std::size_t mem_n = 30000;          // memory: live elements
+    std::size_t hot_ops = 1000000;      // hot: lookups per thread per sample
     unsigned lat_every = 8;             // churn: time one op in this many
     bool quick = false;
 };
@@ -151,7 +156,8 @@ std::vector<std::string> split_list(const std::string& s) {
     std::fprintf(stderr,
                  "usage: lariv_bench [--threads 1,2,4] [--samples N] [--quick] [--json FILE]\n"
                  "       [--only lariv,xenium,...] [--sizes 8,4096] [--workloads ops30k,churn]\n"
-                 "       [--ops N] [--churn-ops N] [--ring N] [--mem-n N] [--lat-every N]\n");
+                 "       [--ops N] [--churn-ops N] [--ring N] [--mem-n N] [--lat-every N]\n"
+                 "       [--hot-ops N]   (workloads: ops30k, churn, hot)\n");
     std::exit(2);
 }
 
@@ -201,6 +207,8 @@ Config parse(int argc, char** argv) {
             c.ring = std::max<std::size_t>(2, num(val()));
         } else if (a == "--mem-n") {
             c.mem_n = num(val());
+        } else if (a == "--hot-ops") {
+            c.hot_ops = num(val());
         } else if (a == "--lat-every") {
             c.lat_every = static_cast<unsigned>(num(val()));
         } else if (a == "--help" || a == "-h") {
@@ -218,8 +226,8 @@ Config parse(int argc, char** argv) {
         }
     }
     for (const auto& w : c.workloads) {
-        if (w != "ops30k" && w != "churn") {
-            usage("--workloads takes ops30k and/or churn");
+        if (w != "ops30k" && w != "churn" && w != "hot") {
+            usage("--workloads takes ops30k, churn and/or hot");
         }
     }
     return c;
@@ -307,6 +315,18 @@ std::vector<Cell> g_cells;
 std::map<std::pair<std::string, std::string>, double> g_mem;  // (container, value) -> B/elem
 std::map<std::string, std::string> g_notes;                   // container+value -> note
 
+/// Runs body(tid) on nthreads threads and joins them.
+template <class F>
+void run_threads(unsigned nthreads, F& body) {
+    std::vector<std::thread> ts;
+    for (unsigned t = 0; t < nthreads; ++t) {
+        ts.emplace_back(std::ref(body), t);
+    }
+    for (auto& t : ts) {
+        t.join();
+    }
+}
+
 // ------------------------------------------------------------------------------- ops30k
 
 template <class A>
@@ -389,13 +409,7 @@ void run_ops30k(const Config& cfg, unsigned nthreads, const char* vname) {
             std::fputc(' ', stderr);  // keeps the reads alive
         }
     };
-    std::vector<std::thread> ts;
-    for (unsigned t = 0; t < nthreads; ++t) {
-        ts.emplace_back(body, t);
-    }
-    for (auto& t : ts) {
-        t.join();
-    }
+    run_threads(nthreads, body);
     const char* phases[3] = {"insert", "get", "remove"};
     std::vector<double>* data[3] = {&ins, &get, &rem};
     for (int p = 0; p < 3; ++p) {
@@ -408,6 +422,63 @@ void run_ops30k(const Config& cfg, unsigned nthreads, const char* vname) {
         cell.ns = stats(*data[p]);
         g_cells.push_back(cell);
     }
+}
+
+// ----------------------------------------------------------------------------------- hot
+
+template <class A>
+void run_hot(const Config& cfg, unsigned nthreads, const char* vname) {
+    A c(std::thread::hardware_concurrency(), 16);
+    const std::uint64_t tag = make_tag(0, 1);
+    const auto key = c.insert(tag);
+    const int rounds = cfg.samples + 1;
+    std::vector<double> per_op;
+    clk::time_point start;
+    bool timing = false;
+    int round = 0;
+    auto on_phase = [&]() noexcept {
+        if (!timing) {
+            start = clk::now();
+        } else {
+            const auto end = clk::now();
+            if (round > 0) {
+                per_op.push_back(
+                    static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count()) /
+                    static_cast<double>(cfg.hot_ops * nthreads));
+            }
+            ++round;
+        }
+        timing = !timing;
+    };
+    std::barrier sync(static_cast<std::ptrdiff_t>(nthreads), on_phase);
+    auto body = [&](unsigned) {
+        std::uint64_t sink = 0;
+        std::size_t bad = 0;
+        for (int r = 0; r < rounds; ++r) {
+            sync.arrive_and_wait();
+            for (std::size_t i = 0; i < cfg.hot_ops; ++i) {
+                std::uint64_t out = 0;
+                bad += !c.find(key, out) || out != tag;
+                sink += out;
+            }
+            sync.arrive_and_wait();
+        }
+        if (bad != 0) {
+            fail(A::name, "hot: a lookup of the live key failed or read another value", bad);
+        }
+        if (sink == 42) {
+            std::fputc(' ', stderr);  // keeps the reads alive
+        }
+    };
+    run_threads(nthreads, body);
+    Cell cell;
+    cell.container = A::name;
+    cell.value = vname;
+    cell.workload = "hot";
+    cell.phase = "get";
+    cell.threads = nthreads;
+    cell.ns = stats(per_op);
+    g_cells.push_back(cell);
 }
 
 // --------------------------------------------------------------------------------- churn
@@ -536,13 +607,7 @@ void run_churn(const Config& cfg, unsigned nthreads, const char* vname) {
             std::fputc(' ', stderr);
         }
     };
-    std::vector<std::thread> ts;
-    for (unsigned t = 0; t < nthreads; ++t) {
-        ts.emplace_back(body, t);
-    }
-    for (auto& t : ts) {
-        t.join();
-    }
+    run_threads(nthreads, body);
     auto merge = [](std::vector<std::vector<std::uint64_t>>& parts) {
         std::vector<std::uint64_t> all;
         for (auto& p : parts) {
@@ -616,6 +681,8 @@ void run_container(const Config& cfg) {
                     const auto t0 = clk::now();
                     if (w == "ops30k") {
                         run_ops30k<A<V>>(cfg, t, vname);
+                    } else if (w == "hot") {
+                        run_hot<A<V>>(cfg, t, vname);
                     } else {
                         run_churn<A<V>>(cfg, t, vname);
                     }
@@ -654,7 +721,7 @@ std::string now_utc() {
     return buf;
 }
 
-const char* kOrder[] = {"lariv", "sharded-rw", "tbb-chm", "libcuckoo", "xenium", "mutex-map"};
+const char* kOrder[] = {"lariv", "lariv-snap", "sharded-rw", "tbb-chm", "libcuckoo", "xenium", "mutex-map"};
 
 const Cell* find_cell(const std::string& c, const std::string& v, unsigned t, const std::string& w,
                       const std::string& p) {
@@ -715,7 +782,7 @@ void report(const Config& cfg, const std::string& machine, const std::string& da
             const row rows[] = {{"ops30k", "insert", "30k insert", 0}, {"ops30k", "get", "30k get", 0},
                                 {"ops30k", "remove", "30k remove", 0}, {"churn", "mix", "churn ns/op", 0},
                                 {"churn", "mix", "churn p50 ns", 1},   {"churn", "mix", "churn p99 ns", 2},
-                                {"churn", "mix", "churn p99.9 ns", 3}};
+                                {"churn", "mix", "churn p99.9 ns", 3}, {"hot", "get", "hot get ns/op", 0}};
             for (const auto& r : rows) {
                 if (find_cell(present.empty() ? "" : present[0], v, t, r.w, r.p) == nullptr) {
                     bool any = false;
@@ -850,6 +917,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     run_container<bench::LarivAdapter>(cfg);
+    run_container<bench::LarivSnapAdapter>(cfg);
     run_container<bench::ShardedRwAdapter>(cfg);
     run_container<bench::TbbAdapter>(cfg);
     run_container<bench::CuckooAdapter>(cfg);

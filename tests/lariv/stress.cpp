@@ -1,7 +1,8 @@
 // tests/lariv/stress.cpp — seeded, replayable multi-thread churn of Lariv with invariant checks
 // (RELIABILITY.md L1, L2, L5, L6, L7).
 //
-// Threads push, get, get_mut, remove and take at random over a shared pool of indexes; a push
+// Threads push, get, get_mut, remove and take at random over a shared pool of indexes (with
+// --snapshot: a container with snapshot reads, where load() takes get's and get_mut's share); a push
 // evicts (removes) the index it replaces in the pool, and removed indexes stay in the pool, so
 // stale indexes are hammered while their slots are reused. Every operation is logged with its
 // invocation and response times; each epoch ends at a barrier where the per-index history checker
@@ -10,7 +11,7 @@
 // none was found: the mutant build must be caught).
 //
 //   stress [--threads N] [--ops N] [--seed S] [--cap N] [--big] [--chaos PERMILLE]
-//          [--pool N] [--expect-violations] [--max-op-ms N]
+//          [--pool N] [--expect-violations] [--max-op-ms N] [--snapshot]
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -24,6 +25,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <unistd.h>
 #include <vector>
 
@@ -107,6 +109,33 @@ struct elem {
     std::array<std::uint64_t, Pad> pad{};
 };
 
+/// The element of --snapshot runs: trivially copyable (load() copies it), so no canary destructor
+/// or instruments; the checksum and the pattern detect a torn or foreign copy.
+template <std::size_t Pad>
+struct snap_elem {
+    explicit snap_elem(std::uint64_t v) : value(v), check(mix(v)) {
+        for (std::size_t i = 0; i < Pad; ++i) {
+            pad[i] = v + i;
+        }
+    }
+    std::uint64_t read() const {
+        if (check != mix(value)) {
+            canary_failures.fetch_add(1);
+            return ~std::uint64_t{0};
+        }
+        for (std::size_t i = 0; i < Pad; ++i) {
+            if (pad[i] != value + i) {
+                canary_failures.fetch_add(1);
+                return ~std::uint64_t{0};
+            }
+        }
+        return value;
+    }
+    std::uint64_t value;
+    std::uint64_t check;
+    std::array<std::uint64_t, Pad> pad{};
+};
+
 struct config {
     unsigned threads = 4;
     std::uint64_t ops = 1'000'000;
@@ -114,6 +143,7 @@ struct config {
     std::size_t cap = 4;
     std::size_t pool = 256;
     bool big = false;
+    bool snapshot = false;
     unsigned chaos = 0;
     bool expect_violations = false;
     std::int64_t max_op_ms = 5000;
@@ -146,10 +176,12 @@ extern "C" void on_fatal(int sig) {
     std::raise(sig);
 }
 
-template <std::size_t Pad>
+template <std::size_t Pad, bool Snap>
 int run(const config& cfg) {
-    using E = elem<Pad>;
-    using container = lariv::Lariv<E, chaos_traits<LARIV_STRESS_GEN_BITS>, counting_allocator<E>>;
+    using E = std::conditional_t<Snap, snap_elem<Pad>, elem<Pad>>;
+    using traits = std::conditional_t<Snap, chaos_snapshot_traits<LARIV_STRESS_GEN_BITS>,
+                                      chaos_traits<LARIV_STRESS_GEN_BITS>>;
+    using container = lariv::Lariv<E, traits, counting_allocator<E>>;
     const std::int64_t bytes_before = allocated_bytes.load();
     const std::int64_t alive_before = tracked_alive();
 
@@ -251,31 +283,47 @@ int run(const config& cfg) {
                             continue;
                         }
                         e.handle = handle_of(eid);
-                        if (r < 70) {
+                        if (Snap && r < 82) {
+                            // A snapshot read: checked by the history like a get (a stale or
+                            // late copy, or a torn one through read()'s checksum).
                             e.kind = op_kind::get;
                             e.t_inv = now_ns();
-                            if (auto g = lar->get(e.handle)) {
-                                g->readers.fetch_add(1);
-                                if (g->owner.load() != 0) {
-                                    exclusivity_failures.fetch_add(1);
+                            if constexpr (Snap) {
+                                if (const auto v = lar->load(e.handle)) {
+                                    e.value = v->read();
+                                    e.ok = true;
                                 }
-                                e.value = g->read();
-                                e.ok = true;
-                                g->readers.fetch_sub(1);
+                            }
+                            e.t_resp = now_ns();
+                        } else if (r < 70) {
+                            e.kind = op_kind::get;
+                            e.t_inv = now_ns();
+                            if constexpr (!Snap) {
+                                if (auto g = lar->get(e.handle)) {
+                                    g->readers.fetch_add(1);
+                                    if (g->owner.load() != 0) {
+                                        exclusivity_failures.fetch_add(1);
+                                    }
+                                    e.value = g->read();
+                                    e.ok = true;
+                                    g->readers.fetch_sub(1);
+                                }
                             }
                             e.t_resp = now_ns();
                         } else if (r < 82) {
                             e.kind = op_kind::get_mut;
                             e.t_inv = now_ns();
-                            if (auto g = lar->get_mut(e.handle)) {
-                                if (g->owner.exchange(t + 1) != 0 || g->readers.load() != 0) {
-                                    exclusivity_failures.fetch_add(1);
-                                }
-                                ++g->mutations;
-                                e.value = g->read();
-                                e.ok = true;
-                                if (g->owner.exchange(0) != t + 1) {
-                                    exclusivity_failures.fetch_add(1);
+                            if constexpr (!Snap) {
+                                if (auto g = lar->get_mut(e.handle)) {
+                                    if (g->owner.exchange(t + 1) != 0 || g->readers.load() != 0) {
+                                        exclusivity_failures.fetch_add(1);
+                                    }
+                                    ++g->mutations;
+                                    e.value = g->read();
+                                    e.ok = true;
+                                    if (g->owner.exchange(0) != t + 1) {
+                                        exclusivity_failures.fetch_add(1);
+                                    }
                                 }
                             }
                             e.t_resp = now_ns();
@@ -371,14 +419,15 @@ int run(const config& cfg) {
     const std::uint64_t gen_limit = (std::uint64_t{1} << LARIV_STRESS_GEN_BITS) - 1;
 
     std::printf(
-        "stress: seed=%llu threads=%u elem=%zuB cap=%zu chaos=%u gen_bits=%d\n"
+        "stress: seed=%llu threads=%u elem=%zuB%s cap=%zu chaos=%u gen_bits=%d\n"
         "  ops=%llu in %.2f s (%.0f ops/s), epochs=%llu\n"
         "  violations: %s | canary=%llu exclusivity=%llu iteration=%s\n"
         "  stale-index ops=%llu, pushes=%llu, slot reuses=%llu (%.1f%%), max generation=%llu\n"
         "  buffers: after epoch 1=%zu, end=%zu (capacity %zu, pool %zu)\n"
         "  leak: objects=%lld bytes=%lld\n"
         "  latency ns: p50=%lld p99=%lld max=%lld\n",
-        static_cast<unsigned long long>(cfg.seed), nt, sizeof(E), cfg.cap, cfg.chaos,
+        static_cast<unsigned long long>(cfg.seed), nt, sizeof(E), Snap ? " (snapshot reads)" : "",
+        cfg.cap, cfg.chaos,
         LARIV_STRESS_GEN_BITS, static_cast<unsigned long long>(total_events), secs,
         static_cast<double>(total_events) / secs, static_cast<unsigned long long>(epochs),
         total.to_string().c_str(), static_cast<unsigned long long>(canary_failures.load()),
@@ -463,6 +512,8 @@ int main(int argc, char** argv) {
             cfg.max_op_ms = static_cast<std::int64_t>(next());
         } else if (a == "--big") {
             cfg.big = true;
+        } else if (a == "--snapshot") {
+            cfg.snapshot = true;
         } else if (a == "--expect-violations") {
             cfg.expect_violations = true;
         } else {
@@ -476,5 +527,8 @@ int main(int argc, char** argv) {
     std::printf("stress: seed %llu (replay with --seed %llu)\n",
                 static_cast<unsigned long long>(cfg.seed), static_cast<unsigned long long>(cfg.seed));
     std::fflush(stdout);
-    return cfg.big ? run<508>(cfg) : run<0>(cfg);
+    if (cfg.snapshot) {
+        return cfg.big ? run<508, true>(cfg) : run<0, true>(cfg);
+    }
+    return cfg.big ? run<508, false>(cfg) : run<0, false>(cfg);
 }

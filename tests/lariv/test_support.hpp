@@ -83,6 +83,12 @@ struct chaos_traits {
     static constexpr unsigned generation_bits = GenBits;
     static constexpr std::size_t lanes = 64;
 };
+/// chaos_traits with snapshot reads (load(); no get_mut).
+template <unsigned GenBits = 32>
+struct chaos_snapshot_traits : chaos_traits<GenBits> {
+    static constexpr bool snapshot_reads = true;
+};
+
 
 // -------------------------------------------------------------------------- counting allocator
 inline std::atomic<std::int64_t> allocated_bytes{0};

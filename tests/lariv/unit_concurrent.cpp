@@ -249,4 +249,83 @@ TEST_CASE("a pinned element keeps its address and value while others grow the co
     CHECK(*g == 12345);
     CHECK(l.get(i).get() == p);
 }
+
+// Snapshot reads against churn of the same slots: every load returns nothing or a whole value that
+// was stored at that very index (value = slot x generation, with its complement), never a torn
+// copy or a newer element's value; and readers never wait for the writer. One buffer that may not
+// grow, kept full but for the slot just freed, so each push reuses that slot at its next
+// generation and the writer knows the index before it pushes.
+TEST_CASE("load under churn of its own slots returns only whole values of that index") {
+    struct pair64 {
+        std::uint64_t v, not_v;
+    };
+    constexpr int n = 4;
+    Lariv<pair64, lariv::SnapshotTraits> m(Options{.buffer_capacity = n, .max_buffers = 1});
+    auto key = [](const Index& i) { return (std::uint64_t{i.slot()} << 32) | i.generation(); };
+    std::array<std::atomic<std::uint64_t>, n> lo{}, hi{};  // the live index of each cell
+    auto publish = [&](std::size_t k, const Index& i) {
+        hi[k].store(i.hi, std::memory_order_relaxed);
+        lo[k].store(i.lo, std::memory_order_release);
+    };
+    std::array<Index, n> first{};
+    for (auto& i : first) {
+        i = m.push(pair64{0, 0});
+    }
+    for (std::size_t k = 0; k < n; ++k) {  // replace each with a value that names its index
+        REQUIRE(m.remove(first[k]));
+        const std::uint64_t want = (std::uint64_t{first[k].slot()} << 32) | (first[k].generation() + 1);
+        const Index i = m.push(pair64{want, ~want});
+        REQUIRE(key(i) == want);
+        publish(k, i);
+    }
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> hits{0}, misses{0}, bad{0};
+    std::vector<std::thread> readers;
+    for (int r = 0; r < 2; ++r) {
+        readers.emplace_back([&, r] {
+            std::uint64_t h = 0, mi = 0;
+            for (std::uint64_t it = 0; !stop.load(std::memory_order_relaxed); ++it) {
+                const auto k = static_cast<std::size_t>((it + static_cast<std::uint64_t>(r)) % n);
+                Index i;
+                i.lo = lo[k].load(std::memory_order_acquire);
+                i.hi = hi[k].load(std::memory_order_relaxed);
+                if (const auto v = m.load(i)) {
+                    ++h;
+                    if (v->v != ~v->not_v || v->v != key(i)) {
+                        bad.fetch_add(1);
+                    }
+                } else {
+                    ++mi;
+                }
+                // The index before it on that slot was removed before i was published: must miss.
+                Index older = i;
+                older.lo -= std::uint64_t{1} << 32;
+                if (m.load(older)) {
+                    bad.fetch_add(1);
+                }
+            }
+            hits.fetch_add(h);
+            misses.fetch_add(mi);
+        });
+    }
+    for (int round = 0; round < 50000; ++round) {
+        const auto k = static_cast<std::size_t>(round % n);
+        Index old;
+        old.lo = lo[k].load(std::memory_order_relaxed);
+        old.hi = hi[k].load(std::memory_order_relaxed);
+        REQUIRE(m.remove(old));
+        const std::uint64_t want = (std::uint64_t{old.slot()} << 32) | (old.generation() + 1);
+        const Index i = m.push(pair64{want, ~want});
+        REQUIRE(key(i) == want);
+        publish(k, i);
+    }
+    stop.store(true);
+    for (auto& t : readers) {
+        t.join();
+    }
+    CHECK(bad.load() == 0);
+    CHECK(hits.load() > 0);
+    CHECK(m.size() == n);
+    MESSAGE("loads: " << hits.load() << " hits, " << misses.load() << " misses");
+}
 }

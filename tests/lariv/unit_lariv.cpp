@@ -489,4 +489,94 @@ TEST_CASE("for_each visits live elements in slot order and can stop") {
     CHECK(got.front() == 11);
     CHECK(got.size() == 5);
 }
+
+// Snapshot reads (Traits::snapshot_reads): load() copies a live value, never a removed or newer
+// one, for inline and separate layouts and sizes that are not multiples of 8.
+struct rec12 {
+    std::uint32_t a, b, c;
+};
+struct rec100 {
+    std::array<std::uint8_t, 100> b;
+};
+struct rec4k {
+    std::uint64_t head;
+    std::array<std::uint64_t, 510> mid;
+    std::uint64_t tail;
+};
+template <class T>
+concept has_get_mut = requires(T& l, Index i) { l.get_mut(i); };
+template <class T>
+concept has_load = requires(const T& l, Index i) { l.load(i); };
+static_assert(!has_get_mut<Lariv<std::uint64_t, lariv::SnapshotTraits>>);
+static_assert(has_load<Lariv<std::uint64_t, lariv::SnapshotTraits>>);
+static_assert(has_get_mut<Lariv<std::uint64_t>> && !has_load<Lariv<std::uint64_t>>);
+
+TEST_CASE("load copies the live value and misses removed, stale and foreign indexes") {
+    // One full buffer that may not grow: the push after a remove reuses that slot.
+    Lariv<std::uint64_t, lariv::SnapshotTraits> l(
+        Options{.buffer_capacity = 4, .max_buffers = 1, .node_id = 3});
+    const Index a = l.push(11);
+    const Index b = l.push(22);
+    const Index c = l.push(33);
+    (void)l.push(0);
+    CHECK(l.load(a) == std::optional<std::uint64_t>(11));
+    CHECK(l.load(b) == std::optional<std::uint64_t>(22));
+    CHECK(l.load(c) == std::optional<std::uint64_t>(33));
+    CHECK(*l.get(c) == 33);  // guards work alongside
+    CHECK(l.remove(a));
+    CHECK_FALSE(l.load(a));
+    const Index a2 = l.push(44);  // reuses a's slot with the next generation
+    REQUIRE(a2.slot() == a.slot());
+    CHECK(a2.generation() != a.generation());
+    CHECK_FALSE(l.load(a));  // the stale index never reaches the newer element
+    CHECK(l.load(a2) == std::optional<std::uint64_t>(44));
+    CHECK(l.take(b) == std::optional<std::uint64_t>(22));
+    CHECK_FALSE(l.load(b));
+    CHECK_FALSE(l.load(Index{}));
+    CHECK_FALSE(l.load(Index::make(9, 0, c.generation(), c.slot())));  // another node's id
+    CHECK_FALSE(l.load(Index::make(3, 0, c.generation(), 1000)));     // out of range
+    {
+        auto g = l.get(c);  // a held guard does not stop a load or a remove
+        CHECK(l.load(c) == std::optional<std::uint64_t>(33));
+        CHECK(l.remove(c));
+        CHECK_FALSE(l.load(c));
+        CHECK(*g == 33);
+    }
+    CHECK(l.size() == 2);
+}
+
+TEST_CASE("load returns whole values of every size and layout") {
+    Lariv<rec12, lariv::SnapshotTraits> s12(Options{.buffer_capacity = 4});
+    const Index i12 = s12.push(rec12{1, 2, 3});
+    const auto v12 = s12.load(i12);
+    REQUIRE(v12);
+    CHECK((v12->a == 1 && v12->b == 2 && v12->c == 3));
+
+    Lariv<rec100, lariv::SnapshotTraits> s100(Options{.buffer_capacity = 4});  // separate, 4-byte chunks
+    rec100 r{};
+    for (std::size_t k = 0; k < r.b.size(); ++k) {
+        r.b[k] = static_cast<std::uint8_t>(k * 7);
+    }
+    std::vector<Index> ids;
+    for (int k = 0; k < 6; ++k) {
+        r.b[0] = static_cast<std::uint8_t>(k);
+        ids.push_back(s100.push(r));
+    }
+    for (int k = 0; k < 6; ++k) {
+        const auto v = s100.load(ids[static_cast<std::size_t>(k)]);
+        REQUIRE(v);
+        CHECK(v->b[0] == k);
+        CHECK(v->b[99] == static_cast<std::uint8_t>(99 * 7));
+    }
+
+    Lariv<rec4k, lariv::SnapshotTraits> big(Options{.buffer_capacity = 2});
+    rec4k x{};
+    x.head = 5;
+    x.tail = ~std::uint64_t{5};
+    x.mid[509] = 77;
+    const Index ib = big.push(x);
+    const auto vb = big.load(ib);
+    REQUIRE(vb);
+    CHECK((vb->head == 5 && vb->tail == ~std::uint64_t{5} && vb->mid[509] == 77));
+}
 }

@@ -21,7 +21,7 @@
 //       full and cannot grow (max_buffers reached); push/emplace throw lariv::capacity_error then.
 //       If T's constructor throws, the slot goes back to free and the exception propagates.
 //   get(index)       -> ReadGuard  shared: any number of ReadGuards on one element at once.
-//   get_mut(index)   -> WriteGuard exclusive.
+//   get_mut(index)   -> WriteGuard exclusive (not with snapshot reads, below).
 //       Lock-free when uncontended; they wait (spin, then yield) only while a conflicting guard is
 //       held on the same element (a WriteGuard for get; any guard for get_mut). Empty guard for a
 //       stale, removed, out-of-range, other-node or forged index. While a guard lives, its element
@@ -31,6 +31,17 @@
 //       one gets true (or the value; a take whose move throws wins nothing, see take). If guards
 //       are held, the element becomes unreachable at once (new lookups fail) and its destruction
 //       is deferred: the thread that releases the last guard runs ~T.
+//   load(index) -> std::optional<T>, load(index, T& out) -> bool
+//                    (only when Traits::snapshot_reads, e.g. SnapshotTraits)
+//       A copy of the element, or std::nullopt (false). Lock-free and wait-free; it writes nothing, so
+//       any number of threads read one element without moving its cache line. T must be trivially
+//       copyable; the container then writes an element only in its constructor, get_mut does not
+//       exist, and a value never changes while it is live. The copy is taken with relaxed atomic
+//       loads between two loads of the slot word and kept only if the generation did not change
+//       ([P9] in detail/slot.hpp): it is always one whole value that was live at the first load
+//       (its linearization point), never a torn one or a newer element's. It does not keep the
+//       element alive: unlike a guard it holds nothing, and a remove() meanwhile is not delayed.
+//       A move-only handle to a live object (a shared_ptr, a session) wants a guard instead.
 //   take(index) -> std::optional<T>
 //       Exactly one of several removers/takers of an index wins. The element becomes unreachable
 //       at once; the taker then waits for guards that were already held to be released, and moves
@@ -103,11 +114,13 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -144,6 +157,15 @@ struct DefaultTraits {
     using atomic = std::atomic<U>;
     static constexpr unsigned generation_bits = 32;
     static constexpr std::size_t lanes = 64;
+    /// true: load() (a write-free copy) is offered and get_mut() is not; T must be trivially
+    /// copyable. See load() in the contract.
+    static constexpr bool snapshot_reads = false;
+};
+
+/// DefaultTraits with snapshot reads: Lariv<T, SnapshotTraits> offers load(), a copy of an element
+/// that writes nothing, for trivially copyable T (ids, handles, small records).
+struct SnapshotTraits : DefaultTraits {
+    static constexpr bool snapshot_reads = true;
 };
 
 /// Thrown by push/emplace when the container is full and max_buffers forbids growth.
@@ -153,6 +175,16 @@ public:
 };
 
 namespace detail {
+/// Traits::snapshot_reads, false where a Traits type does not name it.
+template <class Tr>
+constexpr bool snapshot_reads_of() noexcept {
+    if constexpr (requires { Tr::snapshot_reads; }) {
+        return Tr::snapshot_reads;
+    } else {
+        return false;
+    }
+}
+
 /// Small per-thread numbers, handed out at a thread's first use of any Lariv and taken back when
 /// the thread exits, so the live threads of a process hold distinct numbers 0, 1, 2, ... and a
 /// thread owns lane[number] of every container exclusively (while number < lanes - 1).
@@ -330,6 +362,25 @@ class Lariv {
     /// live apart from the words, so the insertion sweep reads 8 words per cache line.
     static constexpr bool inline_values = sizeof(T) <= 56;
 
+    /// Snapshot reads ([P9]): values are stored and copied in chunks of relaxed atomic accesses.
+    /// Inline values start 8-aligned in a stride that is a multiple of 8, so they use 8-byte
+    /// chunks over sizeof(T) rounded up (the rest of the stride is the slot's own padding);
+    /// separate values sit sizeof(T) apart, so the chunk is the largest power of two dividing it.
+    static constexpr bool snapshot_reads = detail::snapshot_reads_of<Traits>();
+    static_assert(!snapshot_reads || std::is_trivially_copyable_v<T>,
+                  "snapshot reads copy the value's bytes: T must be trivially copyable");
+    static constexpr std::size_t snap_chunk = inline_values          ? 8
+                                              : sizeof(T) % 8 == 0 ? 8
+                                              : sizeof(T) % 4 == 0 ? 4
+                                              : sizeof(T) % 2 == 0 ? 2
+                                                                     : 1;
+    static constexpr std::size_t snap_bytes = (sizeof(T) + snap_chunk - 1) / snap_chunk * snap_chunk;
+    using snap_chunk_t =
+        std::conditional_t<snap_chunk == 8, std::uint64_t,
+                           std::conditional_t<snap_chunk == 4, std::uint32_t,
+                                              std::conditional_t<snap_chunk == 2, std::uint16_t,
+                                                                 std::uint8_t>>>;
+
     struct alignas(64) block {
         std::byte bytes[64];
     };
@@ -442,6 +493,13 @@ public:
             stride_ = sizeof(T);
             buffer_bytes_ = value_off_ + sizeof(T) * cap_;
         }
+        if constexpr (snapshot_reads) {
+            // The chunked copies must stay aligned and inside the slot (see snap_chunk).
+            if (value_off_ % snap_chunk != 0 || stride_ % snap_chunk != 0 ||
+                (inline_values && value_off_ + snap_bytes > stride_)) {
+                throw std::logic_error("lariv: snapshot layout is not chunk-aligned");
+            }
+        }
         for (auto& s : segments_) {
             s.store(nullptr, std::memory_order_relaxed);  // relaxed: not yet shared
         }
@@ -514,7 +572,13 @@ public:
                 ln.hint.store(((pos + 1) << 32) | end, std::memory_order_relaxed);
                 T* v = value_at(buf, off);
                 try {
-                    std::construct_at(v, std::forward<Args>(args)...);
+                    if constexpr (snapshot_reads) {
+                        const T tmp(std::forward<Args>(args)...);
+                        protocol::before_value_store();  // [P9c]
+                        store_snapshot(v, tmp);
+                    } else {
+                        std::construct_at(v, std::forward<Args>(args)...);
+                    }
                 } catch (...) {
                     protocol::abandon(w, g);
                     throw;
@@ -557,12 +621,41 @@ public:
 
     /// Exclusive guard on the element at `i`, or an empty guard if there is none. Thread-safe.
     /// Waits while other guards are held on that element.
-    [[nodiscard]] WriteGuard get_mut(Index i) noexcept {
+    [[nodiscard]] WriteGuard get_mut(Index i) noexcept
+        requires(!snapshot_reads)  // a live value never changes: snapshot reads rely on it
+    {
         auto [w, v] = resolve(i);
         if (w != nullptr && pin<waiter::get_mut>(*w, i.generation())) {
             return WriteGuard(w, v, i.generation());
         }
         return {};
+    }
+
+    /// A copy of the element at `i`, or std::nullopt if there is none: only with
+    /// Traits::snapshot_reads. Thread-safe; wait-free; writes nothing (see the contract and [P9]).
+    [[nodiscard]] std::optional<T> load(Index i) const noexcept
+        requires(snapshot_reads)
+    {
+        std::optional<T> out;
+        std::array<unsigned char, snap_bytes> bytes;
+        if (copy_snapshot(i, bytes)) {
+            out.emplace(from_bytes(bytes));
+        }
+        return out;
+    }
+
+    /// As load(i), into `out` (untouched on a miss): true if `i` names a live element. The form
+    /// for hot loops: g++ 12 copies a returned std::optional<T> through the stack after a byte
+    /// store, a store-forwarding stall that makes the optional form ~1.5x slower for 8 B values.
+    [[nodiscard]] bool load(Index i, T& out) const noexcept
+        requires(snapshot_reads)
+    {
+        std::array<unsigned char, snap_bytes> bytes;
+        if (!copy_snapshot(i, bytes)) {
+            return false;
+        }
+        std::memcpy(static_cast<void*>(&out), bytes.data(), sizeof(T));  // T is trivially copyable
+        return true;
     }
 
     /// True if `i` currently names a live element (a snapshot). Thread-safe. Lock-free.
@@ -745,6 +838,42 @@ private:
         constexpr std::size_t fit = (std::size_t{512} << 10) / slot_bytes;
         return std::clamp<std::size_t>(std::bit_floor(std::max<std::size_t>(fit, 1)), 16, 1024);
     }
+    /// Snapshot reads: copies the bytes of the element at `i` with relaxed atomic loads between
+    /// [P9a] and [P9b]. False if `i` names no live element, or if its slot was reused meanwhile.
+    bool copy_snapshot(Index i, std::array<unsigned char, snap_bytes>& bytes) const noexcept {
+        auto [w, v] = resolve(i);
+        const std::uint32_t g = i.generation();
+        if (w == nullptr || !protocol::snapshot_open(*w, g)) {
+            return false;
+        }
+        auto* src = reinterpret_cast<snap_chunk_t*>(v);
+        for (std::size_t k = 0; k < snap_bytes / snap_chunk; ++k) {
+            // relaxed: validated by the generation check below ([P9b]).
+            const snap_chunk_t c = std::atomic_ref<snap_chunk_t>(src[k]).load(std::memory_order_relaxed);
+            std::memcpy(bytes.data() + k * snap_chunk, &c, snap_chunk);
+        }
+        return protocol::snapshot_validate(*w, g);
+    }
+    static T from_bytes(const std::array<unsigned char, snap_bytes>& bytes) noexcept {
+        std::array<unsigned char, sizeof(T)> exact;
+        std::memcpy(exact.data(), bytes.data(), sizeof(T));
+        return std::bit_cast<T>(exact);
+    }
+
+    /// Snapshot reads: writes a new value's bytes as relaxed atomic stores ([P9c] came first),
+    /// so a snapshot reader of an older generation copying them races with nothing.
+    static void store_snapshot(T* dst, const T& src) noexcept {
+        const auto* from = reinterpret_cast<const unsigned char*>(&src);
+        auto* d = reinterpret_cast<snap_chunk_t*>(dst);
+        constexpr std::size_t whole = sizeof(T) / snap_chunk;
+        for (std::size_t k = 0; k < snap_bytes / snap_chunk; ++k) {
+            snap_chunk_t c{};  // the last chunk of an inline value may run into the slot's padding
+            std::memcpy(&c, from + k * snap_chunk, k < whole ? snap_chunk : sizeof(T) % snap_chunk);
+            // relaxed: published by [P2]; ordered after the claim by [P9c].
+            std::atomic_ref<snap_chunk_t>(d[k]).store(c, std::memory_order_relaxed);
+        }
+    }
+
     static constexpr std::size_t round_up(std::size_t n, std::size_t a) noexcept {
         return (n + a - 1) / a * a;
     }

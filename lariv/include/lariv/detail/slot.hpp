@@ -49,8 +49,20 @@
 //                                   finished before the next value is constructed in its place.
 //   [P8] release in revive       -> [P3]/[P4] acquire: whatever the taker's failed move did to
 //                                   the value is visible to the next guard, killer or destroyer.
+//   [P9] snapshot reads (containers with snapshot_reads only; values are then written only by
+//        their constructor, as relaxed atomic stores, and never modified while LIVE):
+//        [P9a] acquire load in snapshot_open -> pairs with [P2]: the bytes of generation g are
+//              visible before the reader copies them.
+//        [P9c] release fence in before_value_store, between a claimer's [P1] CAS and its relaxed
+//              stores of the new value -> [P9b] acquire fence in snapshot_validate, after the
+//              reader's relaxed loads of the bytes. If the reader read any byte of a later
+//              generation, the fences synchronise, the claim CAS (generation != g) happens-before
+//              the validating load, and by coherence that load sees a generation != g: the copy
+//              is discarded. If the validating load still sees g, every byte came from g's
+//              constructor. The reader writes nothing, so readers share the slot's cache line.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -98,6 +110,13 @@ enum class pin_result { ok, busy, absent };
 struct kill_result {
     bool won;          ///< this thread moved LIVE -> DEAD (I3)
     bool destroy_now;  ///< and no guard was held: this thread destroys the value (I4)
+};
+
+/// Thread fences for an atomic type: std::atomic_thread_fence, or a model checker's fence for its
+/// adapter (the relacy models specialise this).
+template <class Atomic>
+struct fence_of {
+    static void apply(std::memory_order o) noexcept { std::atomic_thread_fence(o); }
 };
 
 /// Transitions of one slot word. `Atomic` is std::atomic<word_t> or a drop-in (relacy adapter,
@@ -212,6 +231,35 @@ struct slot_protocol {
         // pin [P3] or kill [P4] that acquires this word; the taker itself acquired the other
         // guards' accesses in [P7].
         word.store(w::make(g, slot_state::live), std::memory_order_release);
+    }
+
+    // ------------------------------------------------------------------ snapshot reads [P9]
+    // A snapshot read copies the value without writing the word: open, copy the bytes with relaxed
+    // atomic loads, validate. Only for containers whose values are written solely by their
+    // constructor (as relaxed atomic stores after before_value_store) and never while LIVE.
+
+    /// True if the word is LIVE(g) now: the bytes of generation g may be copied.
+    static bool snapshot_open(const Atomic& word, std::uint32_t g) noexcept {
+        // [P9a] acquire: pairs with [P2] publish; generation g's constructor stores are visible.
+        const word_t cur = word.load(std::memory_order_acquire);
+        return w::gen(cur) == g && w::state(cur) == slot_state::live;
+    }
+
+    /// After the copy: true if every byte copied belongs to generation g. The generation changes
+    /// only on DEAD -> FREE (I1), so a word still at g (LIVE, or DEAD with the bytes untouched:
+    /// the destructor is trivial) means no later constructor has stored into the slot.
+    static bool snapshot_validate(const Atomic& word, std::uint32_t g) noexcept {
+        // [P9b] acquire fence: pairs with [P9c] of any claimer whose stores the copy read.
+        fence_of<Atomic>::apply(std::memory_order_acquire);
+        // relaxed: ordered after the copy by the fence above.
+        return w::gen(word.load(std::memory_order_relaxed)) == g;
+    }
+
+    /// Called by a claimer after try_claim succeeded and before it stores the new value's bytes.
+    static void before_value_store() noexcept {
+        // [P9c] release fence: orders the claim CAS (the new generation) before the value's
+        // relaxed stores, for a snapshot reader that reads one of them ([P9b]).
+        fence_of<Atomic>::apply(std::memory_order_release);
     }
 
     /// DEAD(g, 0) -> FREE(next(g)), after the value was destroyed (I1).
