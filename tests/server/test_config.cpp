@@ -388,10 +388,10 @@ TEST_CASE("larivd: every key has a flag, and a bad value from any source exits 7
         check_message(r.out, s, "file " + scratch.path);
     }
     // Keys that must fit together: a queue cap below one maximal frame.
-    auto r = run(larivd + " --max-payload 2097152 --check-config", true);
+    auto r = run(larivd + " --max-payload 8388608 --check-config", true);
     CHECK(r.code == 78);
     CHECK(r.out.find("max_queue_bytes") != std::string::npos);
-    CHECK(run(larivd + " --max-payload 2097152 --max-queue-bytes 4194304 --check-config").code == 0);
+    CHECK(run(larivd + " --max-payload 8388608 --max-queue-bytes 16777216 --check-config").code == 0);
 }
 
 #ifdef LARIV_SOURCE_DIR

@@ -52,8 +52,13 @@ struct registry_options {
     std::uint32_t write_deadline_ms = 2000;  ///< a write stuck this long = slow consumer
     /// Outbound queue cap per session, in frame bytes. It must hold one maximal MSG frame
     /// (limits.max_msg_frame(): max_payload plus its header), so validate() refuses a smaller one;
-    /// the default holds two.
-    std::size_t max_queue_bytes = 2 << 20;
+    /// the default holds eight. A sender that pipelines without acks can have its whole window
+    /// queued at a reader that keeps up but was not scheduled for a moment: at 2 MiB a sender of
+    /// 4 KiB messages with 2 MiB in flight (512 messages) got queue_full against a healthy
+    /// reader on 2 cores; at 8 MiB, 7.5 MiB in flight passed. It is a bound, not an allocation:
+    /// a queue holds what is pending (nats-server's default is 64 MiB, Redis' pub/sub hard limit
+    /// 32 MiB).
+    std::size_t max_queue_bytes = 8 << 20;
     slow_consumer_policy slow_consumer = slow_consumer_policy::disconnect;
     std::uint32_t rate_limit = 0;  ///< SENDs per second per session; 0 = unlimited
     std::uint32_t rate_burst = 0;  ///< bucket size; 0 = rate_limit
