@@ -29,6 +29,7 @@ constexpr std::array<std::string_view, 7> log_levels{"trace", "debug", "info",  
                                                      "error", "critical", "off"};
 constexpr std::array<std::string_view, 2> log_formats{"text", "json"};
 constexpr std::array<std::string_view, 2> slow_consumer_words{"disconnect", "drop"};
+constexpr std::array<std::string_view, 2> io_model_words{"shared", "per_thread"};
 
 /// How a key reads and writes its field. Registry keys act on registry_options; daemon keys on
 /// config (validate() of a bare registry_options never touches them).
@@ -128,6 +129,10 @@ const std::vector<entry>& table() {
                     "Concurrent monitoring connections; more get 503", false, d),
             integer("threads", 0, 1024, cfg_int<&C::threads>(), "I/O threads, 0 = hardware concurrency",
                     false, d),
+            choice("io_model", io_model_words, cfg_text<&C::io_model>(),
+                   "shared: one io_context run by every I/O thread; per_thread: an io_context per "
+                   "I/O thread, connections dealt round robin",
+                   d),
             // TLS: a second client listener, on when tls_cert and tls_key are set
             text("tls_cert", 0, 4096, cfg_text<&C::tls_cert>(),
                  "PEM certificate chain; with tls_key turns the TLS listener on", d),

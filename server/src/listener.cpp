@@ -76,7 +76,7 @@ void listener::do_accept() {
     // The new socket is bound to the I/O executor, not to this strand: a session wraps its
     // stream's executor in a strand of its own, and a strand of this one would serialise every
     // session behind the listener.
-    acceptor_.async_accept(ex_, asio::bind_executor(
+    acceptor_.async_accept(opt_.socket_executor ? opt_.socket_executor() : ex_, asio::bind_executor(
         strand_, [self = shared_from_this()](std::error_code ec, asio::ip::tcp::socket s) {
             self->on_accept(ec, std::move(s));
         }));

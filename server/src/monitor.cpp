@@ -406,7 +406,7 @@ monitor::monitor(asio::any_io_executor ex, const asio::ip::tcp::endpoint& ep, re
             }
             c->start(over);
         },
-        listener::options{.name = "monitor"});
+        listener::options{.name = "monitor", .socket_executor = {}});
 }
 
 monitor::~monitor() = default;

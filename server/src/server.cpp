@@ -104,8 +104,25 @@ server::server(const config& cfg, hooks h)
         cluster_->attach(*registry_);
     }
 
-    listener::options lo{std::chrono::milliseconds(cfg_.accept_backoff_min_ms),
-                         std::chrono::milliseconds(cfg_.accept_backoff_max_ms)};
+    listener::options lo{.backoff_min = std::chrono::milliseconds(cfg_.accept_backoff_min_ms),
+                         .backoff_max = std::chrono::milliseconds(cfg_.accept_backoff_max_ms),
+                         .name = "client",
+                         .socket_executor = {}};
+    if (cfg_.io_model == "per_thread" && cfg_.effective_threads() > 1) {
+        // A session lives on the io_context its socket was accepted onto: its strand then has
+        // one thread, so its handlers never move between cores, and a delivery from another
+        // thread is a post that wakes the target's thread (server/DESIGN.md, "Threading").
+        for (unsigned i = 1; i < cfg_.effective_threads(); ++i) {
+            pool_.push_back(std::make_unique<asio::io_context>(1));
+            pool_work_.push_back(asio::make_work_guard(*pool_.back()));
+        }
+        lo.socket_executor = [this]() -> asio::any_io_executor {
+            // relaxed: a round-robin counter; any spread is correct.
+            const std::size_t k = next_context_.fetch_add(1, std::memory_order_relaxed) % (pool_.size() + 1);
+            return k == 0 ? asio::any_io_executor(io_.get_executor())
+                          : asio::any_io_executor(pool_[k - 1]->get_executor());
+        };
+    }
     auto on_accept_error = [this] {
         registry_->stats().accept_errors.fetch_add(1, std::memory_order_relaxed);
     };
@@ -150,10 +167,27 @@ server::~server() {
         monitor_->stop();
     }
     cluster_.reset();  // closes the links and etcd requests (queued: the poll below runs them)
-    io_.restart();
-    io_.poll();
+    run_out();
     monitor_.reset();
     registry_.reset();
+    run_out();  // what dropping the registry queued on the sessions' io_contexts
+}
+
+void server::run_out() {
+    // Handlers of one io_context may queue work on another (a delivery to a session on another
+    // thread): poll them all until a whole round runs nothing.
+    for (int round = 0; round < 1000; ++round) {
+        std::size_t ran = 0;
+        io_.restart();
+        ran += io_.poll();
+        for (auto& c : pool_) {
+            c->restart();
+            ran += c->poll();
+        }
+        if (ran == 0) {
+            return;
+        }
+    }
 }
 
 void server::start(const nlohmann::ordered_json& extra) {
@@ -168,10 +202,11 @@ void server::start(const nlohmann::ordered_json& extra) {
     }
     const unsigned n = cfg_.effective_threads();
     for (unsigned i = 0; i < n; ++i) {
-        threads_.emplace_back([this] {
+        asio::io_context& ctx = (pool_.empty() || i == 0) ? io_ : *pool_[i - 1];
+        threads_.emplace_back([&ctx] {
             for (;;) {
                 try {
-                    io_.run();
+                    ctx.run();
                     return;
                 } catch (const std::exception& e) {
                     log::event(spdlog::level::err, "I/O thread: unhandled exception", {{"error", e.what()}});
@@ -207,6 +242,7 @@ nlohmann::ordered_json server::describe() const {
     }
     f["epoch"] = cfg_.boot_epoch;
     f["threads"] = cfg_.effective_threads();
+    f["io_model"] = pool_.empty() ? "shared" : "per_thread";
     // On or off only: a token never reaches a log line.
     f["client_auth"] = !o.auth_token.empty();
     f["admin_auth"] = !o.admin_token.empty();
@@ -278,7 +314,11 @@ void server::shutdown_then_stop(std::chrono::milliseconds grace) {
         std::function<void()> finish = [this] {
             stopped_.store(true);
             work_.reset();
+            pool_work_.clear();
             io_.stop();
+            for (auto& c : pool_) {
+                c->stop();
+            }
         };
         if (tls_listener_) {
             finish = [l = tls_listener_, finish] { l->stop(finish); };

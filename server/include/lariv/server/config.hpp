@@ -29,6 +29,11 @@ struct config : registry_options {
     std::uint16_t monitor_port = 7412;  ///< 0 disables the monitoring endpoint
     std::size_t max_monitor_connections = 16;  ///< concurrent HTTP connections; more get 503
     unsigned threads = 0;               ///< I/O threads; 0 = hardware concurrency
+    /// "shared": one io_context that every I/O thread runs, a strand per session (the default:
+    /// measured faster or level on 2 cores); "per_thread": one io_context per I/O thread, each
+    /// accepted connection on the next one (round robin), so a session's handlers stay on one
+    /// thread. (server/DESIGN.md, "Threading model".)
+    std::string io_model = "shared";
 
     // TLS: a second client listener, on when tls_cert and tls_key are set (server/DESIGN.md,
     // "TLS"). TLS only: listen_address "" turns the plaintext listener off.

@@ -52,6 +52,10 @@ public:
         std::chrono::milliseconds backoff_min{10};
         std::chrono::milliseconds backoff_max{1000};
         std::string name = "client";  ///< in log lines and listen_error: "client", "TLS", "monitor"
+        /// Where each accepted socket lives: called on the listener's strand before each accept;
+        /// empty = the listener's own executor. (larivd's io_model = per_thread: round robin over
+        /// the I/O threads' io_contexts.)
+        std::function<asio::any_io_executor()> socket_executor;
     };
 
     /// Binds and listens on `ep` (throws listen_error, naming the listener and `ep`, when it

@@ -82,10 +82,18 @@ public:
 
 private:
     void shutdown_then_stop(std::chrono::milliseconds grace);
+    void run_out();
     void on_tls_accept(asio::ip::tcp::socket s);
 
     config cfg_;
     std::atomic<std::size_t> max_sessions_{0};
+    // io_model = per_thread: the io_contexts of I/O threads 1..n-1 (thread 0 runs io_, which also
+    // holds the registry's core, the listeners, the monitor and the cluster). Declared before
+    // io_ so that they are destroyed last: every socket on them belongs to a session, and
+    // ~server has run out every handler and dropped the registry before members go.
+    std::vector<std::unique_ptr<asio::io_context>> pool_;
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> pool_work_;
+    std::atomic<std::size_t> next_context_{0};
     asio::io_context io_;
     asio::executor_work_guard<asio::io_context::executor_type> work_;
     // Declared before the registry: destroyed after it (the registry's core keeps the cluster's
