@@ -213,6 +213,10 @@ public:
     void link_up(peer& p, const std::shared_ptr<link_conn>& l, std::string_view first);
     /// l (p's link, or a dial of p that never came up) ended with `why`.
     void link_down(peer& p, const link_conn* l, const std::string& why);
+    /// What waited on a link that is gone or replaced: its senders' ACKs and its INFO/KICK
+    /// requests complete with node_unreachable (the owner's verdict will never come).
+    void fail_waiting(const std::deque<std::pair<protocol::session_id, std::string>>& acks,
+                      std::unordered_map<std::uint64_t, request_done>& reqs);
     void note_error(std::string e);
     std::uint64_t unreachable() const noexcept { return unreachable_.load(std::memory_order_relaxed); }
     /// The verdict for a peer without a link: node_unreachable, or unknown_session once the
@@ -1233,21 +1237,26 @@ void cluster_impl::link_up(peer& p, const std::shared_ptr<link_conn>& l, std::st
         l->post_write();
     }
     if (!stale_acks.empty() || !stale_reqs.empty()) {
-        if (auto core = this->core()) {
-            for (const auto& [from, token] : stale_acks) {
-                core->deliver_ack(from, token, error_code::node_unreachable);
-            }
-        }
-        unreachable_.fetch_add(stale_acks.size(), std::memory_order_relaxed);
-        for (auto& [id, done] : stale_reqs) {
-            done(error_code::node_unreachable, {});
-        }
+        fail_waiting(stale_acks, stale_reqs);
     }
     asio::post(strand_, [self = shared_from_this(), pp = &p] {
         pp->dialing = false;
         pp->attempts = 0;
     });
     log::event(level::info, "cluster: link up", {{"node", p.node}, {"remote", l->remote()}});
+}
+
+void cluster_impl::fail_waiting(const std::deque<std::pair<protocol::session_id, std::string>>& acks,
+                                std::unordered_map<std::uint64_t, request_done>& reqs) {
+    if (auto core = this->core()) {
+        for (const auto& [from, token] : acks) {
+            core->deliver_ack(from, token, error_code::node_unreachable);
+        }
+    }
+    unreachable_.fetch_add(acks.size(), std::memory_order_relaxed);
+    for (auto& [id, done] : reqs) {
+        done(error_code::node_unreachable, {});
+    }
 }
 
 void cluster_impl::link_down(peer& p, const link_conn* l, const std::string& why) {
@@ -1274,16 +1283,7 @@ void cluster_impl::link_down(peer& p, const link_conn* l, const std::string& why
         log::event(level::warn, "cluster: link down", {{"node", p.node}, {"reason", why},
                                                        {"failed_acks", acks.size()}, {"failed_requests", reqs.size()}});
     }
-    // What waited on this link: node_unreachable (the owner's verdict will never come).
-    if (auto core = this->core()) {
-        for (const auto& [from, token] : acks) {
-            core->deliver_ack(from, token, error_code::node_unreachable);
-        }
-    }
-    unreachable_.fetch_add(acks.size(), std::memory_order_relaxed);
-    for (auto& [id, done] : reqs) {
-        done(error_code::node_unreachable, {});
-    }
+    fail_waiting(acks, reqs);
     asio::post(strand_, [self = shared_from_this(), pp = &p, was_up, why] {
         if (was_up) {
             pp->dialing = false;
