@@ -312,6 +312,20 @@ struct Cell {
     double p99_insert = -1, p99_lookup = -1, p99_remove = -1;
 };
 std::vector<Cell> g_cells;
+
+/// Appends the cell of one (container, value, workload, phase, threads) and returns it.
+Cell& add_cell(const char* container, const char* vname, const char* workload, const char* phase,
+               unsigned threads, const std::vector<double>& ns_per_op) {
+    Cell cell;
+    cell.container = container;
+    cell.value = vname;
+    cell.workload = workload;
+    cell.phase = phase;
+    cell.threads = threads;
+    cell.ns = stats(ns_per_op);
+    g_cells.push_back(cell);
+    return g_cells.back();
+}
 std::map<std::pair<std::string, std::string>, double> g_mem;  // (container, value) -> B/elem
 std::map<std::string, std::string> g_notes;                   // container+value -> note
 
@@ -413,14 +427,7 @@ void run_ops30k(const Config& cfg, unsigned nthreads, const char* vname) {
     const char* phases[3] = {"insert", "get", "remove"};
     std::vector<double>* data[3] = {&ins, &get, &rem};
     for (int p = 0; p < 3; ++p) {
-        Cell cell;
-        cell.container = A::name;
-        cell.value = vname;
-        cell.workload = "ops30k";
-        cell.phase = phases[p];
-        cell.threads = nthreads;
-        cell.ns = stats(*data[p]);
-        g_cells.push_back(cell);
+        add_cell(A::name, vname, "ops30k", phases[p], nthreads, *data[p]);
     }
 }
 
@@ -471,14 +478,7 @@ void run_hot(const Config& cfg, unsigned nthreads, const char* vname) {
         }
     };
     run_threads(nthreads, body);
-    Cell cell;
-    cell.container = A::name;
-    cell.value = vname;
-    cell.workload = "hot";
-    cell.phase = "get";
-    cell.threads = nthreads;
-    cell.ns = stats(per_op);
-    g_cells.push_back(cell);
+    add_cell(A::name, vname, "hot", "get", nthreads, per_op);
 }
 
 // --------------------------------------------------------------------------------- churn
@@ -623,20 +623,13 @@ void run_churn(const Config& cfg, unsigned nthreads, const char* vname) {
     all.insert(all.end(), lg.begin(), lg.end());
     all.insert(all.end(), lr.begin(), lr.end());
     std::sort(all.begin(), all.end());
-    Cell cell;
-    cell.container = A::name;
-    cell.value = vname;
-    cell.workload = "churn";
-    cell.phase = "mix";
-    cell.threads = nthreads;
-    cell.ns = stats(per_op);
+    Cell& cell = add_cell(A::name, vname, "churn", "mix", nthreads, per_op);
     cell.p50 = percentile(all, 50);
     cell.p99 = percentile(all, 99);
     cell.p999 = percentile(all, 99.9);
     cell.p99_insert = percentile(li, 99);
     cell.p99_lookup = percentile(lg, 99);
     cell.p99_remove = percentile(lr, 99);
-    g_cells.push_back(cell);
 }
 
 // -------------------------------------------------------------------------------- memory
