@@ -48,7 +48,7 @@ session::session(std::shared_ptr<detail::registry_core> core, const asio::any_io
                  std::string remote)
     : strand_(asio::make_strand(ex))
     , core_(std::move(core))
-    , tick_(strand_)
+    , deadlines_(detail::deadline_queue::of(ex))
     , remote_(std::move(remote))
     , decoder_(core_->options().limits)
     , last_input_(created_)
@@ -104,12 +104,7 @@ void session::refuse(error_code code, std::string_view text) {
             self->write_in_flight_ = true;
             self->flush_then_close_ = true;
         }
-        self->tick_.expires_after(close_linger);
-        self->tick_.async_wait([self](std::error_code ec) {
-            if (!ec) {
-                self->finish_close();
-            }
-        });
+        self->arm_linger(close_linger);
         self->do_write();
     });
 }
@@ -411,25 +406,32 @@ session::clock::time_point session::next_deadline() {
 }
 
 void session::arm_tick() {
-    // Closing sessions use tick_ for their linger: never touch it then.
+    // A closing session's one deadline is its linger (arm_linger): never touch it then.
     if (closed_ || closing_.load(std::memory_order_relaxed)) {
         return;
     }
     const auto due = next_deadline();
-    if (due == clock::time_point::max()) {
-        if (armed_ != clock::time_point::max()) {
-            tick_.cancel();
-            armed_ = clock::time_point::max();
-        }
+    if (due == armed_) {
         return;
     }
     armed_ = due;
-    tick_.expires_at(due);  // cancels a wait armed for later; its handler sees operation_aborted
-    tick_.async_wait([self = shared_from_this()](std::error_code ec) {
-        if (!ec) {
-            self->on_tick();
-        }
-    });
+    if (due == clock::time_point::max()) {
+        deadlines_.cancel(*this);
+    } else {
+        deadlines_.schedule(timed_self(), due);  // replaces the deadline scheduled before
+    }
+}
+
+void session::arm_linger(clock::duration d) {
+    linger_due_ = clock::now() + d;
+    armed_ = linger_due_;
+    deadlines_.schedule(timed_self(), linger_due_);
+}
+
+void session::deadline_due(std::shared_ptr<detail::timed> self) {
+    // The queue's thread, any of the context's: the session's state is the strand's.
+    // The aliasing constructors: timed is a private base, which std::static_pointer_cast cannot see.
+    asio::post(strand_, [s = std::shared_ptr<session>(std::move(self), this)] { s->on_tick(); });
 }
 
 void session::deadline_started(clock::time_point due) {
@@ -439,13 +441,31 @@ void session::deadline_started(clock::time_point due) {
 }
 
 void session::on_tick() {
+    // The deadline fired and left the queue; one scheduled since (a deadline that started
+    // earlier, on the strand before this ran) is still there, and arm_tick below replaces it.
     armed_ = clock::time_point::max();
     core_->stats().timer_wakes.fetch_add(1, std::memory_order_relaxed);
-    if (closed_) {
+    if (finished_) {
+        return;
+    }
+    const auto now = clock::now();
+    if (closed_ || closing_.load(std::memory_order_relaxed)) {
+        // Closing (or draining): the only deadline is the linger. Past it, stop flushing.
+        if (linger_due_ == clock::time_point::max()) {
+            return;  // closing without a linger: finish_close comes from the flush
+        }
+        if (now < linger_due_) {
+            armed_ = linger_due_;
+            deadlines_.schedule(timed_self(), linger_due_);
+            return;
+        }
+        if (state_.load() == session_state::draining) {
+            core_->note_drain_cut();  // the drain did not flush in time: shutdown reports timed_out
+        }
+        finish_close();
         return;
     }
     const registry_options& o = core_->options();
-    const auto now = clock::now();
     using ms = std::chrono::milliseconds;
     if (!handshaken() && now - created_ >= ms(o.handshake_timeout_ms)) {
         do_close(close_reason::handshake_timeout);
@@ -527,13 +547,7 @@ void session::begin_drain() {
             post_write();
         }
     }
-    tick_.expires_after(core_->drain_linger());
-    tick_.async_wait([self = shared_from_this()](std::error_code e) {
-        if (!e && !self->finished_) {
-            self->core_->note_drain_cut();  // the shutdown completes with timed_out
-            self->finish_close();
-        }
-    });
+    arm_linger(core_->drain_linger());  // on_tick cuts the drain then
 }
 
 void session::leave_registry(close_reason why) {
@@ -606,12 +620,7 @@ void session::do_close(close_reason why) {
         return;
     }
     // Flush the final frames, but never wait longer than the linger bound.
-    tick_.expires_after(close_linger);
-    tick_.async_wait([self = shared_from_this()](std::error_code e) {
-        if (!e) {
-            self->finish_close();
-        }
-    });
+    arm_linger(close_linger);
 }
 
 void session::finish_close() {
@@ -625,7 +634,8 @@ void session::finish_close() {
     core_->release_ip(ip_key_);
     ip_key_.clear();
     close_stream();
-    tick_.cancel();
+    deadlines_.cancel(*this);
+    armed_ = clock::time_point::max();
     state_.move(session_state::closed);
     core_->connection_closed();
 }

@@ -23,20 +23,23 @@
 #include <vector>
 
 #include <asio/bind_executor.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/buffer.hpp>
 #include <asio/ip/tcp.hpp>
-#include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 #include <asio/write.hpp>
 
 #include "lariv/protocol/decoder.hpp"
 #include "lariv/protocol/json.hpp"
+#include "lariv/server/detail/deadline_queue.hpp"
 #include "lariv/server/detail/registry_core.hpp"
 #include "lariv/server/host_session.hpp"
 
 namespace lariv::server {
 
-class session : public session_base, public std::enable_shared_from_this<session> {
+class session : public session_base,
+                private detail::timed,
+                public std::enable_shared_from_this<session> {
 public:
     ~session() override;
 
@@ -118,8 +121,18 @@ private:
     /// The answer for reply slot `seq` came: fill it, then send every filled slot at the front.
     void fill_slot(std::uint64_t seq, std::string frame);
     void reply_error(protocol::error_code code, std::string_view text);
-    /// (Re)arms tick_ for the earliest running deadline, or for nothing. Strand only.
+    /// (Re)schedules the session's deadline for the earliest one running, or for none. Strand
+    /// only.
     void arm_tick();
+    /// A closing session's last deadline: finish_close after `d`, however the flush goes.
+    /// Strand only.
+    void arm_linger(clock::duration d);
+    /// The deadline queue's call (any thread): on_tick, on the strand.
+    void deadline_due(std::shared_ptr<detail::timed> self) override;
+    /// This session as the deadline queue holds it.
+    std::shared_ptr<detail::timed> timed_self() {
+        return {shared_from_this(), static_cast<detail::timed*>(this)};
+    }
     /// A deadline due at `due` began: re-arm if it comes before the armed expiry. Strand only.
     void deadline_started(clock::time_point due);
     [[nodiscard]] clock::time_point next_deadline();
@@ -133,7 +146,7 @@ private:
     void post_write();
 
     std::shared_ptr<detail::registry_core> core_;
-    asio::steady_timer tick_;
+    detail::deadline_queue& deadlines_;  // the session's one deadline at a time is there
     std::string remote_;
     std::string ip_key_;  // max_sessions_per_ip place, released once in finish_close (or ~session)
     lariv::Index index_{};
@@ -148,7 +161,8 @@ private:
     bool verbose_ = false;
     clock::time_point last_input_;
     clock::time_point frame_started_{};  // when the decoder began holding a partial frame
-    clock::time_point armed_ = clock::time_point::max();  // tick_'s deadline expiry; max = none
+    clock::time_point armed_ = clock::time_point::max();  // the deadline scheduled; max = none
+    clock::time_point linger_due_ = clock::time_point::max();  // closing: finish_close then
     unsigned outstanding_pings_ = 0;
     std::chrono::milliseconds heartbeat_{0};
     double tokens_ = 0;  // rate limit bucket
@@ -289,14 +303,20 @@ private:
         }
     }
     void wait_readable() {
-        stream_.async_wait(Stream::wait_read,
-                           asio::bind_executor(strand_, [this, self = shared_from_this()](std::error_code e) {
-                               if (e) {
-                                   on_read(e, {});
-                               } else {
-                                   read_ready();
-                               }
-                           }));
+        // The one operation an idle session keeps pending, so it is kept small: the handler is
+        // not bound to the strand (an executor_binder would carry a copy of the strand, and the
+        // operation a second one for its work guard: 289 B where this is 145 B). It enters the
+        // strand itself, which costs what a bound completion costs: dispatch runs it at once
+        // when the strand is free, as the bound handler's completion would.
+        stream_.async_wait(Stream::wait_read, [this, self = shared_from_this()](std::error_code e) mutable {
+            asio::dispatch(strand_, [this, self = std::move(self), e] {
+                if (e) {
+                    on_read(e, {});
+                } else {
+                    read_ready();
+                }
+            });
+        });
     }
     /// Readiness path: one non-blocking read into the thread's buffer (a spurious wake-up
     /// waits again).
