@@ -141,6 +141,9 @@ void session::on_read(std::error_code ec, std::string_view in) {
     auto stop = [this] {
         return closed_ || (closing_.load(std::memory_order_relaxed) && (!draining_ || drain_notice_left_ == 0));
     };
+    // The replies of this read are written once, after it (enqueue defers them while reading_),
+    // whichever way the loop ends: a close in the middle lingers on the write started here.
+    reading_ = true;
     while (!in.empty() && !stop()) {
         auto r = decoder_.decode(in);
         in.remove_prefix(r.consumed);
@@ -152,11 +155,15 @@ void session::on_read(std::error_code ec, std::string_view in) {
             reply_error(r.error, r.detail);
             if (r.fatal) {
                 do_close(close_reason::protocol_error);
-                return;
+                break;  // stop() holds now
             }
             continue;
         }
         handle(r.message);
+    }
+    reading_ = false;
+    if (std::exchange(flush_after_read_, false)) {
+        do_write();
     }
     if (stop()) {
         return;
@@ -295,7 +302,14 @@ deliver_result session::enqueue(std::string_view a, std::string_view b, std::str
         return deliver_result::queue_full;
     }
     if (start) {
-        post_write();
+        // A reply to a command of the read being handled (the strand, in on_read): written once
+        // at the end of that read, with every other reply it produced, instead of through a
+        // posted handler. Any other caller (another session's thread, a timer) posts.
+        if (strand_.running_in_this_thread() && reading_) {
+            flush_after_read_ = true;
+        } else {
+            post_write();
+        }
     }
     return deliver_result::ok;
 }
@@ -319,11 +333,28 @@ void session::do_write() {
         write_started_ = clock::now();
         write_due = write_started_ + std::chrono::milliseconds(core_->options().write_deadline_ms);
     }
+    // First what the socket takes now: the usual case for a reader that keeps up, and no
+    // completion goes through the scheduler then. What is left goes out asynchronously, under
+    // the write deadline (a write that finished here needs none).
+    std::error_code ec;
+    const std::size_t done = write_now(ec);
+    if (ec || done == writing_.size()) {
+        if (write_done(ec, done)) {
+            post_write();  // more came meanwhile: the next write takes its turn, as a completion would
+        }
+        return;
+    }
     deadline_started(write_due);
-    start_write();
+    start_write(done);
 }
 
 void session::on_write(std::error_code ec, std::size_t n) {
+    if (write_done(ec, n)) {
+        do_write();
+    }
+}
+
+bool session::write_done(std::error_code ec, std::size_t n) {
     bytes_out_.store(bytes_out_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     if (write_started_ != clock::time_point{}) {  // read on the strand, as do_write wrote it
         core_->stats().write_latency.observe_ns(static_cast<std::uint64_t>(
@@ -361,13 +392,12 @@ void session::on_write(std::error_code ec, std::size_t n) {
             do_close(close_reason::io_error);
         }
         finish_close();
-        return;
+        return false;
     }
-    if (more) {
-        do_write();
-    } else if (done_closing) {
+    if (!more && done_closing) {
         finish_close();
     }
+    return more;
 }
 
 // ------------------------------------------------------------------------------------ deadlines

@@ -46,6 +46,37 @@ TEST_CASE("S4: oversized SEND is refused on its line, before any body byte, then
     CHECK(s.reg().size() == 1);
 }
 
+TEST_CASE("the replies of one read are written even when the read ends in a close") {
+    // The replies to one read's commands are written once, after the read. A close in the middle
+    // of that read (a fatal frame, QUIT) must flush them, in order, with its own last frame.
+    test_server s(test_config());
+    {
+        client c = s.connect_hello();
+        REQUIRE(c.send_raw("PING\r\nPING\r\nSEND " + some_id + " -5\r\nPING\r\n"));
+        CHECK(c.next().what == kind::pong);
+        CHECK(c.next().what == kind::pong);
+        CHECK(c.next().is_err(error_code::bad_syntax));
+        CHECK(c.next().what == kind::closed);  // the PING after the fatal frame is not answered
+    }
+    {
+        client c = s.connect_hello();
+        REQUIRE(c.send_raw("PING\r\nQUIT\r\nPING\r\n"));
+        CHECK(c.next().what == kind::pong);
+        CHECK(c.next().what == kind::ok);
+        CHECK(c.next().what == kind::closed);
+    }
+    {
+        // Before HELLO: a PING, the HELLO reply and a PING of one read.
+        client c(s.port());
+        REQUIRE(c.send_raw("PING\r\nHELLO {\"name\":\"x\"}\r\nPING\r\n"));
+        CHECK(c.next().what == kind::pong);  // PING is fine before HELLO
+        CHECK(c.next().what == kind::body);  // +HELLO
+        CHECK(c.next().what == kind::pong);
+    }
+    CHECK(s.closed(srv::close_reason::protocol_error) == 1);
+    CHECK(s.closed(srv::close_reason::client_quit) == 1);
+}
+
 namespace {
 struct hostile_case {
     const char* name;

@@ -83,7 +83,11 @@ protected:
 
     // The stream, per type (stream_session<Stream>).
     virtual void start_read() = 0;   ///< an async read, completing in on_read
-    virtual void start_write() = 0;  ///< async write of writing_, completing in on_write
+    /// Writes what of writing_ the stream takes now, without blocking; 0 if it cannot tell
+    /// (TLS). `ec`: a hard error (would_block is not one).
+    virtual std::size_t write_now(std::error_code& ec) = 0;
+    /// Async write of writing_ from `offset` on, completing in on_write with offset included.
+    virtual void start_write(std::size_t offset) = 0;
     virtual void close_stream() noexcept = 0;
 
     /// `in`: the bytes read, valid only during the call (the decoder copies a partial frame).
@@ -139,6 +143,9 @@ private:
     void on_tick();
     deliver_result enqueue(std::string_view a, std::string_view b, std::string_view c, bool own);
     void do_write();
+    /// The write of writing_ ended (n bytes, or ec): the old on_write. True if more is queued
+    /// and do_write should run again.
+    [[nodiscard]] bool write_done(std::error_code ec, std::size_t n);
     void begin_drain();
     void leave_registry(close_reason why);
     void do_close(close_reason why);
@@ -159,6 +166,8 @@ private:
     bool draining_ = false;  // begin_drain ran: keep reading, answer SENDs with draining
     std::size_t drain_notice_left_ = 0;  // bytes to write until -ERR draining is out; 0: stop reading
     bool verbose_ = false;
+    bool reading_ = false;          // on_read is handling commands: replies wait for its end
+    bool flush_after_read_ = false;  // a reply started the write queue during on_read
     clock::time_point last_input_;
     clock::time_point frame_started_{};  // when the decoder began holding a partial frame
     clock::time_point armed_ = clock::time_point::max();  // the deadline scheduled; max = none
@@ -338,12 +347,27 @@ private:
         }
         on_read(ec, {buf, n});
     }
-    void start_write() override {
-        asio::async_write(
-            stream_, asio::buffer(writing_),
-            asio::bind_executor(strand_, [this, self = shared_from_this()](std::error_code ec, std::size_t n) {
-                on_write(ec, n);
-            }));
+    std::size_t write_now(std::error_code& ec) override {
+        if constexpr (readable_on_readiness<Stream>) {
+            // Non-blocking (set in the constructor): a write the socket buffer takes completes
+            // here, without a completion handler through the scheduler (and, on a shared
+            // io_context, without waking another thread for it).
+            const std::size_t n = stream_.write_some(asio::buffer(writing_), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again) {
+                ec = {};
+            }
+            return ec ? 0 : n;
+        } else {
+            (void)ec;
+            return 0;
+        }
+    }
+    void start_write(std::size_t offset) override {
+        asio::async_write(stream_, asio::buffer(writing_.data() + offset, writing_.size() - offset),
+                          asio::bind_executor(strand_, [this, offset, self = shared_from_this()](
+                                                               std::error_code ec, std::size_t n) {
+                              on_write(ec, offset + n);
+                          }));
     }
     void close_stream() noexcept override {
         auto& sock = detail::lowest_socket(stream_);
