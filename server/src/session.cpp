@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <random>
 
+#include <asio/dispatch.hpp>
 #include <asio/post.hpp>
 #include <asio/ssl/error.hpp>
 
@@ -80,7 +81,10 @@ void session::start(lariv::Index index) {
     // Visible from here on (seq_cst: "admission vs drain", registry.cpp). Everything above is
     // published with it.
     state_.must_move(session_state::handshaking, std::memory_order_seq_cst);
-    asio::post(strand_, [self = shared_from_this()] {
+    // dispatch: on an I/O thread (the listener's accept handler) the new strand is free and
+    // this runs here, with no handler through the scheduler and no other thread woken for it;
+    // from any other thread it is queued, as a post would be.
+    asio::dispatch(strand_, [self = shared_from_this()] {
         if (self->closed_) {
             return;  // closed (kick, drain, shutdown) before its first handler ran
         }
