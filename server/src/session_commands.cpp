@@ -117,6 +117,9 @@ void session::handle_hello(const protocol::hello_msg& m) {
     handshaken_.store(true, std::memory_order_release);
     // Routable from here on (a drain that already moved it to draining wins: it stays unroutable).
     state_.move(session_state::live);
+    // The handshake deadline stops running: schedule the next one (the heartbeat, or none), so
+    // that an idle session is not woken once more for a deadline that no longer applies.
+    arm_tick();
     core_->stats().handshakes.fetch_add(1, std::memory_order_relaxed);
     core_->stats().handshake_latency.observe_ns(static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - created_).count()));

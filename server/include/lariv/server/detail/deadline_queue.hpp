@@ -64,6 +64,9 @@ class deadline_queue final : public asio::execution_context::service {
 public:
     using clock = std::chrono::steady_clock;
     static inline asio::execution_context::id id;
+    /// Deadlines fire at most this late (never early): the timer is armed for the end of the
+    /// slot the earliest deadline falls in, so deadlines due close together share one wake-up.
+    static constexpr std::chrono::milliseconds resolution{4};
 
     explicit deadline_queue(asio::execution_context& ctx);
     ~deadline_queue() override;
