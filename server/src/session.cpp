@@ -448,18 +448,22 @@ void session::arm_tick() {
     if (due == armed_) {
         return;
     }
-    armed_ = due;
     if (due == clock::time_point::max()) {
+        armed_ = due;
         deadlines_.cancel(*this);
     } else {
-        deadlines_.schedule(timed_self(), due);  // replaces the deadline scheduled before
+        schedule_at(due);
     }
 }
 
 void session::arm_linger(clock::duration d) {
     linger_due_ = clock::now() + d;
-    armed_ = linger_due_;
-    deadlines_.schedule(timed_self(), linger_due_);
+    schedule_at(linger_due_);
+}
+
+void session::schedule_at(clock::time_point due) {
+    armed_ = due;
+    deadlines_.schedule(timed_self(), due);  // replaces the deadline scheduled before
 }
 
 void session::deadline_due(std::shared_ptr<detail::timed> self) {
@@ -489,8 +493,7 @@ void session::on_tick() {
             return;  // closing without a linger: finish_close comes from the flush
         }
         if (now < linger_due_) {
-            armed_ = linger_due_;
-            deadlines_.schedule(timed_self(), linger_due_);
+            schedule_at(linger_due_);
             return;
         }
         if (state_.load() == session_state::draining) {

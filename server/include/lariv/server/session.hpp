@@ -23,8 +23,8 @@
 #include <vector>
 
 #include <asio/bind_executor.hpp>
-#include <asio/dispatch.hpp>
 #include <asio/buffer.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/strand.hpp>
 #include <asio/write.hpp>
@@ -131,6 +131,8 @@ private:
     /// A closing session's last deadline: finish_close after `d`, however the flush goes.
     /// Strand only.
     void arm_linger(clock::duration d);
+    /// The one place a deadline is scheduled: `due` replaces the session's deadline. Strand only.
+    void schedule_at(clock::time_point due);
     /// The deadline queue's call (any thread): on_tick, on the strand.
     void deadline_due(std::shared_ptr<detail::timed> self) override;
     /// This session as the deadline queue holds it.
